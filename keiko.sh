@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Keiko's one entry point. Sets up a virtual environment on first use (and again whenever
+# pyproject.toml changes), then:
+#   ./keiko.sh serve   migrate and run the API plus one worker (embedded defaults, or the
+#                      database/broker named by KEIKO_DATABASE_URL / KEIKO_BROKER_URL)
+#   ./keiko.sh test    run the whole test suite (arguments go to pytest)
+#   ./keiko.sh lint    ruff and mypy
+#   ./keiko.sh api | worker | migrate   one process only
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV="${KEIKO_VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+
+setup() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+            || { echo "Keiko needs Python 3.11 or newer ($PYTHON is older)" >&2; exit 1; }
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.keiko-installed"
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        "$VENV/bin/python" -m pip install --quiet --upgrade pip
+        "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+        touch "$stamp"
+    fi
+}
+
+command="${1:-serve}"
+shift || true
+setup
+case "$command" in
+    serve | api | worker | migrate)
+        exec "$VENV/bin/python" -m service.cli "$command" "$@" ;;
+    test)
+        exec "$VENV/bin/python" -m pytest "$@" ;;
+    lint)
+        "$VENV/bin/ruff" check service workers models tests bench
+        "$VENV/bin/ruff" format --check service workers models tests bench
+        exec "$VENV/bin/mypy" service workers models ;;
+    *)
+        echo "usage: ./keiko.sh serve|test|lint|api|worker|migrate" >&2
+        exit 2 ;;
+esac

@@ -1,0 +1,98 @@
+"""What every model kind shares: prepared data, the reporter protocol, results, errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from models.checkpoint import Checkpoint
+
+
+class TrainingError(RuntimeError):
+    """A job that cannot go on; the message is shown to the user as the job's error."""
+
+
+class DivergedError(TrainingError):
+    pass
+
+
+class Cancelled(Exception):
+    """Raised inside training when the reporter says the job was cancelled."""
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (N, F) float32
+    y: torch.Tensor  # (N,) int64 class indices, or (N,) float32 standardised targets
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def to(self, device: torch.device) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class PreparedData:
+    """Tensors ready for training plus everything prediction needs to repeat the encoding."""
+
+    task: str
+    train: Split
+    val: Split | None
+    test: Split | None
+    num_features: int
+    num_classes: int | None  # classification only
+    # Regression targets are standardised for training; predictions are mapped back.
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # JSON, applied at predict
+    input_schema: dict[str, Any] = field(default_factory=dict)
+    output: dict[str, Any] = field(default_factory=dict)  # {"labels": [...]} or {"target": ...}
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float | None
+    val_loss: float | None
+    metrics: dict[str, Any]  # scalar metrics of this epoch, e.g. val_accuracy
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    network: nn.Module
+    config: dict[str, Any]  # JSON that rebuilds `network` through the registry
+    metrics: dict[str, dict[str, Any]]  # {"train": ..., "validation": ..., "test": ...}
+    epochs_run: int
+
+
+class Reporter(Protocol):
+    """How training talks to the outside world; knows nothing of HTTP, Celery or SQL."""
+
+    def epoch_end(self, record: EpochRecord) -> None: ...
+
+    def cancelled(self) -> bool: ...
+
+    def checkpoint(
+        self,
+        epoch: int,
+        tensors: dict[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer | None,
+        meta: dict[str, Any],
+    ) -> None: ...
+
+    def resume(self) -> Checkpoint | None: ...
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested == "cuda":
+        raise TrainingError("the job asks for device 'cuda' but this worker has no CUDA GPU")
+    return torch.device("cpu")

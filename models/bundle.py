@@ -1,0 +1,81 @@
+"""A trained model on disk: safetensors weights plus a JSON sidecar holding everything that
+rebuilds the network and repeats the training-time preprocessing. Nothing is pickled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.base import PreparedData, TrainResult
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.loop import Objective, forward_all
+from models.metrics import json_safe
+from models.prepare import InputEncoder, InputError, load_input_encoder
+
+FORMAT_VERSION = 1
+
+__all__ = ["InputError", "Predictor", "load_bundle", "save_bundle"]
+
+
+def save_bundle(path: Path, *, kind: str, data: PreparedData, result: TrainResult) -> str:
+    """Write the model bundle; returns the sha256 of the weights file."""
+    state = {k: v.detach() for k, v in result.network.state_dict().items()}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "task": data.task,
+        "config": result.config,
+        "num_classes": data.num_classes,
+        "target_mean": data.target_mean,
+        "target_std": data.target_std,
+        "preprocessing": data.preprocessing,
+        "input_schema": data.input_schema,
+        "output": data.output,
+    }
+    return save_checkpoint(path, model_state=state, optimizer=None, meta=meta)
+
+
+@dataclass
+class Predictor:
+    network: nn.Module
+    objective: Objective
+    encoder: InputEncoder
+    labels: list[Any] | None
+
+    def predict(self, inputs: list[Any]) -> dict[str, Any]:
+        x = torch.from_numpy(self.encoder.encode(inputs))  # (N, F) float32
+        out = forward_all(self.network, x)
+        if self.objective.task == "classification":
+            assert self.labels is not None
+            probs = self.objective.probabilities(out)  # (N, C)
+            predicted = probs.argmax(dim=-1).tolist()
+            return {
+                "predictions": [self.labels[i] for i in predicted],
+                "probabilities": json_safe(probs.tolist()),
+                "labels": self.labels,
+            }
+        values = self.objective.unscale(out.squeeze(-1))
+        return {"predictions": json_safe(values.tolist())}
+
+
+def load_bundle(
+    path: Path,
+    *,
+    expected_sha256: str | None,
+    build: Callable[[str, dict[str, Any]], nn.Module],
+) -> Predictor:
+    checkpoint = load_checkpoint(path, expected_sha256=expected_sha256)
+    meta = checkpoint.meta
+    network = build(meta["kind"], meta["config"])
+    network.load_state_dict(checkpoint.model_state)
+    network.eval()
+    objective = Objective(
+        meta["task"], meta["num_classes"], float(meta["target_std"]), float(meta["target_mean"])
+    )
+    labels = meta["output"].get("labels")
+    return Predictor(network, objective, load_input_encoder(meta["preprocessing"]), labels)

@@ -1,0 +1,190 @@
+"""Linear models: least squares (normal equation or SGD), ridge/lasso/elastic net,
+polynomial features, logistic (two classes) and softmax regression."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.base import EpochRecord, PreparedData, Reporter, TrainingError, TrainResult
+from models.loop import Objective, final_metrics, fit, history_metrics
+from models.optimizers import build_optimizer
+from models.specs import JobSpec, LinearSpec
+
+MAX_POLY_FEATURES = 20_000
+
+
+def poly_feature_count(num_features: int, degree: int) -> int:
+    """Monomials of degree 1..degree in num_features variables: C(F + d, d) - 1."""
+    return math.comb(num_features + degree, degree) - 1
+
+
+class PolynomialFeatures(nn.Module):
+    """All monomials of degree 1..d (interactions included), like scikit-learn's."""
+
+    def __init__(self, num_features: int, degree: int) -> None:
+        super().__init__()
+        self.degree = degree
+        for k in range(2, degree + 1):
+            combos = list(itertools.combinations_with_replacement(range(num_features), k))
+            self.register_buffer(f"combos_{k}", torch.tensor(combos, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, F_poly)
+        parts = [x]
+        for k in range(2, self.degree + 1):
+            combos: torch.Tensor = getattr(self, f"combos_{k}")  # (M_k, k)
+            parts.append(x[:, combos].prod(dim=-1))  # (B, M_k)
+        return torch.cat(parts, dim=1)
+
+
+class LinearNet(nn.Module):
+    """x -> [polynomial features -> standardise] -> affine map."""
+
+    def __init__(
+        self, in_features: int, out_features: int, degree: int = 1, fit_intercept: bool = True
+    ) -> None:
+        super().__init__()
+        self.poly = PolynomialFeatures(in_features, degree) if degree > 1 else None
+        width = poly_feature_count(in_features, degree)
+        # Products of standardised inputs are no longer standardised; rescale them so
+        # gradient descent sees a well-conditioned problem. Fitted on the training part.
+        self.register_buffer("feature_mean", torch.zeros(width))
+        self.register_buffer("feature_std", torch.ones(width))
+        self.linear = nn.Linear(width, out_features, bias=fit_intercept)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, F_poly)
+        if self.poly is None:
+            return x
+        return (self.poly(x) - self.feature_mean) / self.feature_std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, out)
+        return self.linear(self.features(x))
+
+
+def build(config: dict[str, Any]) -> nn.Module:
+    return LinearNet(
+        config["in_features"], config["out_features"], config["degree"], config["fit_intercept"]
+    )
+
+
+def solve_normal_equation(
+    x: torch.Tensor, y: torch.Tensor, *, l2: float = 0.0, fit_intercept: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form least squares: solve (XᵀX + N·l2·I) w = Xᵀy in float64.
+
+    Minimises (1/N)·||y - Xw - b||² + l2·||w||², the same objective SGD follows. The
+    intercept is never penalised. Returns (w (F,), b scalar).
+    """
+    x = x.double()  # (N, F)
+    y = y.double()  # (N,)
+    n, f = x.shape
+    design = torch.cat([x, torch.ones(n, 1, dtype=x.dtype)], dim=1) if fit_intercept else x
+    gram = design.T @ design  # (F+1, F+1)
+    rhs = design.T @ y  # (F+1,)
+    if l2 > 0:
+        penalty = torch.full((design.shape[1],), n * l2, dtype=x.dtype)
+        if fit_intercept:
+            penalty[-1] = 0.0
+        gram = gram + torch.diag(penalty)
+    chol, info = torch.linalg.cholesky_ex(gram)
+    if int(info) == 0:
+        solution = torch.cholesky_solve(rhs.unsqueeze(1), chol).squeeze(1)
+    else:
+        # Singular XᵀX (collinear or too few rows): the minimum-norm least-squares solution.
+        solution = torch.linalg.pinv(gram, hermitian=True) @ rhs
+    if fit_intercept:
+        return solution[:f], solution[f]
+    return solution, torch.zeros((), dtype=x.dtype)
+
+
+def train(
+    spec: JobSpec, data: PreparedData, reporter: Reporter, *, cancel_poll_seconds: float = 1.0
+) -> TrainResult:
+    model = spec.model
+    assert isinstance(model, LinearSpec)
+    in_features = data.num_features
+    width = poly_feature_count(in_features, model.degree)
+    if width > MAX_POLY_FEATURES:
+        raise TrainingError(
+            f"degree {model.degree} on {in_features} features gives {width} polynomial "
+            f"features, more than the limit of {MAX_POLY_FEATURES}; lower the degree or "
+            "choose fewer features"
+        )
+    binary = data.task == "classification" and data.num_classes == 2
+    out_features = 1 if data.task == "regression" or binary else int(data.num_classes or 0)
+    config = {
+        "in_features": in_features,
+        "out_features": out_features,
+        "degree": model.degree,
+        "fit_intercept": model.fit_intercept,
+    }
+    device = data.train.x.device
+    torch.manual_seed(spec.training.seed)
+    net = LinearNet(in_features, out_features, model.degree, model.fit_intercept).to(device)
+    if net.poly is not None:
+        with torch.no_grad():
+            expanded = net.poly(data.train.x)  # (N, F_poly)
+            std = expanded.std(dim=0, unbiased=False)
+            std[std < 1e-12] = 1.0  # a constant column: leave it unscaled
+            net.feature_mean.copy_(expanded.mean(dim=0))
+            net.feature_std.copy_(std)
+    objective = Objective(data.task, data.num_classes, data.target_std, data.target_mean)
+
+    if model.resolved_solver(spec.task) == "normal_equation":
+        return _train_closed_form(net, model, objective, data, reporter, config)
+
+    def penalty() -> torch.Tensor:
+        w = net.linear.weight
+        return model.l2 * w.pow(2).sum() + model.l1 * w.abs().sum()
+
+    optimizer = build_optimizer(spec.optimizer, net.parameters())
+    use_penalty = model.l1 > 0 or model.l2 > 0
+    return fit(
+        net,
+        optimizer,
+        objective,
+        data,
+        spec.training,
+        reporter,
+        config,
+        penalty=penalty if use_penalty else None,
+        cancel_poll_seconds=cancel_poll_seconds,
+    )
+
+
+def _train_closed_form(
+    net: LinearNet,
+    model: LinearSpec,
+    objective: Objective,
+    data: PreparedData,
+    reporter: Reporter,
+    config: dict[str, Any],
+) -> TrainResult:
+    started = time.perf_counter()
+    with torch.no_grad():
+        design = net.features(data.train.x).cpu()
+        w, b = solve_normal_equation(
+            design, data.train.y.cpu(), l2=model.l2, fit_intercept=model.fit_intercept
+        )
+        net.linear.weight.copy_(w.to(net.linear.weight.dtype).unsqueeze(0))
+        if net.linear.bias is not None:
+            net.linear.bias.fill_(float(b))
+    metrics = final_metrics(net, objective, data)
+    history = history_metrics("val", metrics["validation"])
+    record = EpochRecord(
+        1,
+        metrics["train"].get("loss"),
+        metrics["validation"].get("loss"),
+        history,
+        time.perf_counter() - started,
+    )
+    reporter.epoch_end(record)
+    tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
+    tensors["rng"] = torch.Generator().get_state()
+    reporter.checkpoint(1, tensors, None, {"epoch": 1, "metrics": history})
+    return TrainResult(net, config, metrics, 1)

@@ -1,0 +1,239 @@
+"""The one supervised loop every network kind trains with.
+
+Data lives on the training device as whole tensors; each epoch draws a fresh permutation
+from a seeded generator, so mini-batches are reshuffled every epoch and a run is
+repeatable. Losses are accumulated on the device and read once per epoch, so there is no
+host synchronisation per batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.base import (
+    Cancelled,
+    DivergedError,
+    EpochRecord,
+    PreparedData,
+    Reporter,
+    Split,
+    TrainResult,
+)
+from models.checkpoint import restore_optimizer_state
+from models.metrics import classification_metrics, regression_metrics
+from models.specs import TrainingSpec
+
+EVAL_BATCH = 8192
+HISTORY_METRICS = ("accuracy", "f1", "log_loss", "mse", "rmse", "mae", "r2")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Turns raw network outputs into a loss, probabilities and metrics for one task."""
+
+    task: str
+    num_classes: int | None = None
+    target_std: float = 1.0
+    target_mean: float = 0.0
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            if out.shape[-1] == 1:  # (B, 1) logit of class 1
+                return F.binary_cross_entropy_with_logits(out.squeeze(-1), y.to(out.dtype))
+            return F.cross_entropy(out, y)  # (B, C) logits
+        return F.mse_loss(out.squeeze(-1), y)
+
+    def loss_scale(self) -> float:
+        """Regression trains on standardised targets; report losses in the target's units."""
+        return self.target_std**2 if self.task == "regression" else 1.0
+
+    def probabilities(self, out: torch.Tensor) -> torch.Tensor:
+        if out.shape[-1] == 1:
+            p1 = torch.sigmoid(out.squeeze(-1).double())
+            return torch.stack([1 - p1, p1], dim=-1)  # (N, 2)
+        return torch.softmax(out.double(), dim=-1)  # (N, C)
+
+    def unscale(self, values: torch.Tensor) -> torch.Tensor:
+        return values.double() * self.target_std + self.target_mean
+
+    def metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+        if len(y) == 0:
+            return {}
+        if self.task == "classification":
+            assert self.num_classes is not None
+            return classification_metrics(y.cpu(), self.probabilities(out).cpu(), self.num_classes)
+        return regression_metrics(self.unscale(y).cpu(), self.unscale(out.squeeze(-1)).cpu())
+
+
+@torch.inference_mode()
+def forward_all(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    was_training = network.training
+    network.eval()
+    outs = [network(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
+    network.train(was_training)
+    return torch.cat(outs) if outs else x.new_zeros((0, 1))
+
+
+def evaluate(network: nn.Module, objective: Objective, split: Split | None) -> dict[str, Any]:
+    if split is None or len(split) == 0:
+        return {}
+    out = forward_all(network, split.x)
+    metrics = objective.metrics(out, split.y)
+    metrics["loss"] = float(objective.loss(out, split.y)) * objective.loss_scale()
+    return metrics
+
+
+def final_metrics(
+    network: nn.Module, objective: Objective, data: PreparedData
+) -> dict[str, dict[str, Any]]:
+    return {
+        "train": evaluate(network, objective, data.train),
+        "validation": evaluate(network, objective, data.val),
+        "test": evaluate(network, objective, data.test),
+    }
+
+
+def history_metrics(prefix: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}_{k}": metrics[k] for k in HISTORY_METRICS if k in metrics}
+
+
+class _CancelWatch:
+    """Asks the reporter whether the job was cancelled at most every `interval` seconds."""
+
+    def __init__(self, reporter: Reporter, interval: float) -> None:
+        self.reporter = reporter
+        self.interval = interval
+        self.last = time.monotonic()
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            if self.reporter.cancelled():
+                raise Cancelled()
+
+
+def fit(
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    objective: Objective,
+    data: PreparedData,
+    training: TrainingSpec,
+    reporter: Reporter,
+    config: dict[str, Any],
+    *,
+    penalty: Callable[[], torch.Tensor] | None = None,
+    cancel_poll_seconds: float = 1.0,
+) -> TrainResult:
+    """Mini-batch training with per-epoch reshuffling, validation, checkpoints, early stopping."""
+    device = data.train.x.device
+    generator = torch.Generator(device="cpu").manual_seed(training.seed)
+    start_epoch = 1
+    best_val = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs = 0
+
+    resumed = reporter.resume()
+    if resumed is not None:
+        state = resumed.model_state
+        network.load_state_dict(
+            {k[len("net.") :]: v.to(device) for k, v in state.items() if k.startswith("net.")}
+        )
+        best = {k[len("best.") :]: v.to(device) for k, v in state.items() if k.startswith("best.")}
+        best_state = best or None
+        generator.set_state(state["rng"])
+        if resumed.optimizer_tensors or resumed.meta.get("optimizer"):
+            restore_optimizer_state(optimizer, resumed.optimizer_tensors, resumed.meta)
+        start_epoch = int(resumed.meta["epoch"]) + 1
+        best_val = float(resumed.meta.get("best_val_loss", math.inf))
+        bad_epochs = int(resumed.meta.get("bad_epochs", 0))
+
+    def save(epoch: int, metrics: dict[str, Any]) -> None:
+        tensors = {f"net.{k}": v for k, v in network.state_dict().items()}
+        if best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in best_state.items()})
+        tensors["rng"] = generator.get_state()
+        meta = {"epoch": epoch, "best_val_loss": best_val, "bad_epochs": bad_epochs}
+        reporter.checkpoint(epoch, tensors, optimizer, {**meta, "metrics": metrics})
+
+    watch = _CancelWatch(reporter, cancel_poll_seconds)
+    train, n = data.train, len(data.train)
+    scale = objective.loss_scale()
+    epoch = start_epoch - 1
+    stop_early = False
+    skip_single = _has_batch_norm(network) and n > 1
+    for epoch in range(start_epoch, training.epochs + 1):
+        started = time.perf_counter()
+        network.train()
+        perm = torch.randperm(n, generator=generator).to(device)
+        total = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        for i in range(0, n, training.batch_size):
+            idx = perm[i : i + training.batch_size]
+            if skip_single and len(idx) < 2:
+                continue  # BatchNorm cannot normalise a batch of one
+            xb, yb = train.x[idx], train.y[idx]
+            out = network(xb)
+            loss = objective.loss(out, yb)
+            objective_value = loss + penalty() if penalty is not None else loss
+            optimizer.zero_grad(set_to_none=True)
+            objective_value.backward()
+            optimizer.step()
+            total += loss.detach().double() * len(idx)
+            if objective.task == "classification":
+                correct += _count_correct(out.detach(), yb)
+            watch.check()
+
+        train_loss = float(total) / n * scale
+        if not math.isfinite(train_loss):
+            raise DivergedError(
+                f"training diverged at epoch {epoch}: the training loss is {train_loss} "
+                "(try a smaller learning rate or standardised inputs)"
+            )
+        val = evaluate(network, objective, data.val)
+        metrics = history_metrics("val", val)
+        if objective.task == "classification":
+            metrics["train_accuracy"] = float(correct) / n
+        val_loss = val.get("loss")
+        reporter.epoch_end(
+            EpochRecord(epoch, train_loss, val_loss, metrics, time.perf_counter() - started)
+        )
+
+        if training.early_stopping is not None and val_loss is not None:
+            if val_loss < best_val - training.early_stopping.min_delta:
+                best_val, bad_epochs = val_loss, 0
+                if training.early_stopping.restore_best:
+                    best_state = copy.deepcopy(network.state_dict())
+            else:
+                bad_epochs += 1
+                stop_early = bad_epochs >= training.early_stopping.patience
+        if epoch % training.checkpoint_every == 0 or epoch == training.epochs or stop_early:
+            save(epoch, {"train_loss": train_loss, "val_loss": val_loss, **metrics})
+        if stop_early:
+            break
+        watch.check()
+
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    return TrainResult(network, config, final_metrics(network, objective, data), epoch)
+
+
+def _has_batch_norm(network: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules())
+
+
+def _count_correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if out.shape[-1] == 1:
+        pred = (out.squeeze(-1) > 0).long()
+    else:
+        pred = out.argmax(dim=-1)
+    return (pred == y).sum()

@@ -1,0 +1,87 @@
+"""Multi-layer perceptron: Linear -> [BatchNorm] -> activation -> [Dropout], repeated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.base import PreparedData, Reporter, TrainResult
+from models.loop import Objective, fit
+from models.optimizers import build_optimizer
+from models.specs import JobSpec, MLPSpec
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def activation_layer(name: str) -> nn.Module:
+    return ACTIVATIONS[name]()
+
+
+def init_linear(layer: nn.Linear, scheme: str, activation: str) -> None:
+    """He (Kaiming) init for ReLU-like units, Xavier (Glorot) with the matching gain else."""
+    if scheme == "he":
+        nonlinearity = "leaky_relu" if activation == "leaky_relu" else "relu"
+        nn.init.kaiming_normal_(layer.weight, a=0.01, nonlinearity=nonlinearity)
+    else:
+        gain = nn.init.calculate_gain(activation if activation != "leaky_relu" else "leaky_relu")
+        nn.init.xavier_uniform_(layer.weight, gain=gain)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
+def build(config: dict[str, Any]) -> nn.Module:
+    layers: list[nn.Module] = []
+    width = config["in_features"]
+    for hidden in config["hidden_layers"]:
+        linear = nn.Linear(width, hidden, bias=not config["batch_norm"])
+        init_linear(linear, config["init"], config["activation"])
+        layers.append(linear)
+        if config["batch_norm"]:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers.append(activation_layer(config["activation"]))
+        if config["dropout"] > 0:
+            layers.append(nn.Dropout(config["dropout"]))
+        width = hidden
+    head = nn.Linear(width, config["out_features"])
+    nn.init.xavier_uniform_(head.weight)
+    nn.init.zeros_(head.bias)
+    layers.append(head)
+    return nn.Sequential(nn.Flatten(), *layers)
+
+
+def train(
+    spec: JobSpec, data: PreparedData, reporter: Reporter, *, cancel_poll_seconds: float = 1.0
+) -> TrainResult:
+    model = spec.model
+    assert isinstance(model, MLPSpec)
+    out_features = int(data.num_classes) if data.task == "classification" and data.num_classes else 1
+    config = {
+        "in_features": data.num_features,
+        "out_features": out_features,
+        "hidden_layers": list(model.hidden_layers),
+        "activation": model.activation,
+        "dropout": model.dropout,
+        "batch_norm": model.batch_norm,
+        "init": model.resolved_init(),
+    }
+    torch.manual_seed(spec.training.seed)
+    net = build(config).to(data.train.x.device)
+    optimizer = build_optimizer(spec.optimizer, net.parameters())
+    objective = Objective(data.task, data.num_classes, data.target_std, data.target_mean)
+    return fit(
+        net,
+        optimizer,
+        objective,
+        data,
+        spec.training,
+        reporter,
+        config,
+        cancel_poll_seconds=cancel_poll_seconds,
+    )

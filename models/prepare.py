@@ -1,0 +1,269 @@
+"""From stored dataset files to training tensors, and from predict inputs to the same
+encoding. Splits are drawn once from the job's seed; every statistic (means, standard
+deviations, vocabularies) comes from the training part only, so the validation and test
+parts never leak into training."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.base import PreparedData, Split
+from models.data import DataError, read_arrays, read_table
+from models.preprocessing import (
+    ArrayPreprocessor,
+    LabelEncoder,
+    TabularPreprocessor,
+    regression_target,
+    validate_columns,
+)
+from models.specs import JobSpec
+
+
+class InputError(ValueError):
+    """A predict input that does not fit the model; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class DataSource:
+    path: Path
+    format: str  # csv, parquet, npz
+
+    @property
+    def is_table(self) -> bool:
+        return self.format in ("csv", "parquet")
+
+
+def split_indices(
+    n: int, *, validation: float, test: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded permutation cut into (train, validation, test) row indices."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(n * test))
+    n_val = int(round(n * validation))
+    if test > 0 and n_test == 0 and n >= 3:
+        n_test = 1
+    if validation > 0 and n_val == 0 and n >= 3:
+        n_val = 1
+    train = perm[n_test + n_val :]
+    if len(train) == 0:
+        raise DataError(f"the dataset has {n} rows: too few to split off validation and test")
+    return train, perm[n_test : n_test + n_val], perm[:n_test]
+
+
+def prepare_data(spec: JobSpec, source: DataSource, test_source: DataSource | None) -> PreparedData:
+    if source.is_table:
+        return _prepare_table(spec, source, test_source)
+    return _prepare_arrays(spec, source, test_source)
+
+
+def _target_tensors(
+    spec: JobSpec, targets: list[pd.Series], train_rows: np.ndarray
+) -> tuple[list[torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Encode each target series; returns tensors, PreparedData fields and the output info."""
+    if spec.task == "classification":
+        encoder = LabelEncoder.fit(pd.concat(targets, ignore_index=True), name=targets[0].name)
+        tensors = [torch.from_numpy(encoder.encode(t)) for t in targets]
+        fields = {"num_classes": len(encoder.classes)}
+        return tensors, fields, {"labels": encoder.classes}
+    values = [regression_target(t) for t in targets]
+    train_values = values[0][train_rows].astype(np.float64)
+    mean = float(train_values.mean())
+    std = float(train_values.std())
+    std = std if std > 0 and math.isfinite(std) else 1.0
+    tensors = [torch.from_numpy(((v - mean) / std).astype(np.float32)) for v in values]
+    return tensors, {"target_mean": mean, "target_std": std}, {"target": str(targets[0].name)}
+
+
+def _splits(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    test: Split | None,
+) -> tuple[Split, Split | None, Split | None]:
+    train_rows, val_rows, test_rows = (torch.from_numpy(r) for r in rows)
+    val = Split(x[val_rows], y[val_rows]) if len(val_rows) else None
+    if test is None and len(test_rows):
+        test = Split(x[test_rows], y[test_rows])
+    return Split(x[train_rows], y[train_rows]), val, test
+
+
+def _prepare_table(
+    spec: JobSpec, source: DataSource, test_source: DataSource | None
+) -> PreparedData:
+    frame = read_table(source.path, source.format)
+    assert spec.target is not None
+    features = validate_columns(list(frame.columns), target=spec.target, features=spec.features)
+    test_frame = read_table(test_source.path, test_source.format) if test_source else None
+    training = spec.training
+    rows = split_indices(
+        len(frame),
+        validation=training.validation_split,
+        test=0.0 if test_frame is not None else training.test_split,
+        seed=training.seed,
+    )
+    preprocessor = TabularPreprocessor.fit(frame.iloc[rows[0]], features=features)
+    targets = [frame[spec.target]]
+    if test_frame is not None:
+        validate_columns(list(test_frame.columns), target=spec.target, features=features)
+        targets.append(test_frame[spec.target])
+    y, fields, output = _target_tensors(spec, targets, rows[0])
+    x = torch.from_numpy(preprocessor.transform(frame))
+    test = None
+    if test_frame is not None:
+        test = Split(torch.from_numpy(preprocessor.transform(test_frame)), y[1])
+    train, val, test = _splits(x, y[0], rows, test)
+    return PreparedData(
+        task=spec.task,
+        train=train,
+        val=val,
+        test=test,
+        num_features=int(x.shape[1]),
+        num_classes=fields.get("num_classes"),
+        target_mean=fields.get("target_mean", 0.0),
+        target_std=fields.get("target_std", 1.0),
+        preprocessing={"type": "table", **preprocessor.to_json()},
+        input_schema=preprocessor.input_schema(),
+        output=output,
+    )
+
+
+def _prepare_arrays(
+    spec: JobSpec, source: DataSource, test_source: DataSource | None
+) -> PreparedData:
+    x_raw, y_raw = read_arrays(source.path)
+    test_arrays = read_arrays(test_source.path) if test_source else None
+    training = spec.training
+    rows = split_indices(
+        len(x_raw),
+        validation=training.validation_split,
+        test=0.0 if test_arrays is not None else training.test_split,
+        seed=training.seed,
+    )
+    preprocessor = ArrayPreprocessor.fit(x_raw[rows[0]])
+    targets = [pd.Series(y_raw, name="y")]
+    if test_arrays is not None:
+        targets.append(pd.Series(test_arrays[1], name="y"))
+    y, fields, output = _target_tensors(spec, targets, rows[0])
+    x = torch.from_numpy(preprocessor.transform(x_raw))
+    test = None
+    if test_arrays is not None:
+        test = Split(torch.from_numpy(preprocessor.transform(test_arrays[0])), y[1])
+    train, val, test = _splits(x, y[0], rows, test)
+    return PreparedData(
+        task=spec.task,
+        train=train,
+        val=val,
+        test=test,
+        num_features=int(x.shape[1]),
+        num_classes=fields.get("num_classes"),
+        target_mean=fields.get("target_mean", 0.0),
+        target_std=fields.get("target_std", 1.0),
+        preprocessing={"type": "array", **preprocessor.to_json()},
+        input_schema=preprocessor.input_schema(),
+        output=output,
+    )
+
+
+# Predict-time encoding ------------------------------------------------------------------
+
+
+class InputEncoder(Protocol):
+    def encode(self, inputs: list[Any]) -> np.ndarray: ...  # (N, F) float32
+
+
+def _is_finite_number(value: Any) -> bool:
+    """None (missing), bool, int or float that float32 can approach; no NaN or inf."""
+    if value is None:
+        return True
+    if not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond float range
+        return False
+
+
+class TableInputEncoder:
+    """Records ({column: value}) or arrays in feature order, checked against the schema."""
+
+    def __init__(self, preprocessor: TabularPreprocessor) -> None:
+        self.preprocessor = preprocessor
+        schema = preprocessor.input_schema()["features"]
+        self.names: list[str] = [f["name"] for f in schema]
+        self.types: dict[str, str] = {f["name"]: f["type"] for f in schema}
+
+    def _record(self, index: int, item: Any) -> dict[str, Any]:
+        if isinstance(item, dict):
+            missing = [n for n in self.names if n not in item]
+            extra = [k for k in item if k not in self.types]
+            if missing:
+                raise InputError(f"input {index}: missing columns: {', '.join(missing)}")
+            if extra:
+                raise InputError(
+                    f"input {index}: unknown columns: {', '.join(map(str, extra))} "
+                    f"(the model takes: {', '.join(self.names)})"
+                )
+            return item
+        if isinstance(item, list):
+            if len(item) != len(self.names):
+                raise InputError(
+                    f"input {index} has {len(item)} values, expected {len(self.names)} "
+                    f"(in this order: {', '.join(self.names)})"
+                )
+            return dict(zip(self.names, item, strict=True))
+        raise InputError(f"input {index} must be an object or an array")
+
+    def encode(self, inputs: list[Any]) -> np.ndarray:
+        records = [self._record(i, item) for i, item in enumerate(inputs)]
+        for i, record in enumerate(records):
+            for name in self.names:
+                value = record[name]
+                if self.types[name] == "number":
+                    ok, expected = _is_finite_number(value), "a finite number"
+                else:
+                    ok, expected = isinstance(value, str) or value is None, "a string"
+                if not ok:
+                    raise InputError(
+                        f"input {i}, column {name!r}: expected {expected}, got {value!r}"
+                    )
+        frame = pd.DataFrame.from_records(records, columns=self.names)
+        return self.preprocessor.transform(frame)
+
+
+class ArrayInputEncoder:
+    """Nested arrays of the training per-row shape."""
+
+    def __init__(self, preprocessor: ArrayPreprocessor) -> None:
+        self.preprocessor = preprocessor
+        self.shape = tuple(preprocessor.input_schema()["shape"])
+
+    def encode(self, inputs: list[Any]) -> np.ndarray:
+        try:
+            x = np.asarray(inputs, dtype=np.float64)
+        except (ValueError, TypeError) as exc:
+            raise InputError(
+                f"inputs must be numeric arrays of shape {list(self.shape)} each: {exc}"
+            ) from None
+        if x.shape[1:] != self.shape:
+            raise InputError(
+                f"each input must have shape {list(self.shape)}; got {list(x.shape[1:])}"
+            )
+        if not np.isfinite(x).all():
+            raise InputError("inputs contain NaN or infinite values")
+        return self.preprocessor.transform(x)
+
+
+def load_input_encoder(preprocessing: dict[str, Any]) -> InputEncoder:
+    kind = preprocessing.get("type")
+    if kind == "table":
+        return TableInputEncoder(TabularPreprocessor.from_json(preprocessing))
+    if kind == "array":
+        return ArrayInputEncoder(ArrayPreprocessor.from_json(preprocessing))
+    raise ValueError(f"unknown preprocessing type {kind!r}")

@@ -1,0 +1,37 @@
+"""The one table of model kinds. Adding a kind: one module in models/ plus one line here
+(and its spec in models/specs.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from models import linear, mlp
+from models.base import PreparedData, Reporter, TrainResult
+from models.specs import JobSpec
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    name: str
+    build: Callable[[dict[str, Any]], nn.Module]  # rebuilds a trained network from its config
+    train: Callable[..., TrainResult]  # (spec, data, reporter, *, cancel_poll_seconds)
+
+
+KINDS: dict[str, ModelKind] = {
+    "linear": ModelKind("linear", linear.build, linear.train),
+    "mlp": ModelKind("mlp", mlp.build, mlp.train),
+}
+
+
+def get_kind(name: str) -> ModelKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ValueError(f"unknown model kind {name!r}; known: {', '.join(KINDS)}") from None
+
+
+__all__ = ["KINDS", "ModelKind", "PreparedData", "Reporter", "JobSpec", "get_kind"]

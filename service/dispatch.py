@@ -1,0 +1,74 @@
+"""Sending jobs to workers, only after the job row is committed.
+
+`jobs.dispatched_at` is the outbox: a job whose message could not be sent (broker down)
+stays NULL there, and the sweep in the API re-sends it once the broker is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from functools import lru_cache
+
+from celery import Celery
+from starlette.concurrency import run_in_threadpool
+
+from service import repository
+from service.db import session_scope
+from service.settings import Settings, get_settings
+from service.tables import utcnow
+from workers.celery_app import RUN_JOB, make_celery
+
+log = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 5.0
+
+
+@lru_cache
+def producer() -> Celery:
+    return make_celery(get_settings())
+
+
+def choose_queue(settings: Settings, device: str) -> str:
+    if device == "cuda" or (device == "auto" and settings.route_to_gpu):
+        return settings.gpu_queue
+    return settings.cpu_queue
+
+
+def send_job(job_id: str, queue: str) -> bool:
+    """Publish the job's message; True once the broker has it (and the outbox is updated)."""
+    try:
+        producer().send_task(
+            RUN_JOB,
+            args=[job_id],
+            queue=queue,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
+        )
+    except Exception as exc:  # broker unreachable: the sweep tries again later
+        log.warning("could not send job %s to the broker (%s); will retry", job_id, exc)
+        return False
+    with session_scope() as session:
+        repository.mark_dispatched(session, job_id=job_id)
+    return True
+
+
+def sweep_once() -> int:
+    with session_scope() as session:
+        pending = [
+            (job_id, queue)
+            for job_id, queue in repository.undispatched_jobs(
+                session, older_than=utcnow() - timedelta(seconds=SWEEP_SECONDS)
+            )
+        ]
+    return sum(send_job(job_id, queue) for job_id, queue in pending)
+
+
+async def sweep_forever() -> None:
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        try:
+            await run_in_threadpool(sweep_once)
+        except Exception:
+            log.exception("dispatch sweep failed")

@@ -1,0 +1,41 @@
+"""In-memory cache of loaded models, so a model is read from disk once, not per request."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
+
+from models.bundle import Predictor, load_bundle
+from models.registry import get_kind
+
+
+class ModelCache:
+    """LRU of `Predictor`s keyed by model id; loading happens outside the lock."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, Predictor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model_id: str, path: Path, sha256: str) -> Predictor:
+        with self._lock:
+            if model_id in self._items:
+                self._items.move_to_end(model_id)
+                return self._items[model_id]
+        predictor = load_bundle(path, expected_sha256=sha256, build=lambda k, c: get_kind(k).build(c))
+        with self._lock:
+            self._items[model_id] = predictor
+            self._items.move_to_end(model_id)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return predictor
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@lru_cache
+def model_cache(capacity: int) -> ModelCache:
+    return ModelCache(capacity)

@@ -1,0 +1,66 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+
+from models.metrics import json_safe
+from service.dispatch import sweep_forever
+from service.errors import KeikoError
+from service.routes import datasets, health, jobs, models, predict
+
+log = logging.getLogger("keiko")
+
+DESCRIPTION = """Keiko (稽古, "practice") trains and serves PyTorch models.
+
+Upload a dataset, post a job spec, watch its metrics, and call the trained model over HTTP.
+Every error answer is JSON `{"detail": ...}` saying what is wrong.
+"""
+
+
+@contextlib.asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    sweeper = asyncio.create_task(sweep_forever())
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
+
+def create_app() -> FastAPI:
+    app = FastAPIOffline(
+        title="Keiko",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(KeikoError)
+    async def _keiko_error(_request: Request, exc: KeikoError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Inputs may hold NaN or bytes that JSON cannot carry; keep the answer strict JSON.
+        errors = [
+            {"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": json_safe(errors)}, status_code=422)
+
+    for module in (health, datasets, jobs, models, predict):
+        app.include_router(module.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,140 @@
+"""Datasets: upload (streamed to the artifact store), list, read, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from models.data import DataError, detect_format, inspect_dataset
+from service import repository
+from service.deps import SessionDep, SettingsDep, StoreDep
+from service.errors import Conflict, NotFound, Unprocessable, responses
+from service.schemas import DatasetRead, Page
+from service.tables import Dataset, new_id
+from service.uploads import receive_upload
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "CSV, Parquet (.parquet/.pq) or NPZ (arrays x, y).",
+                        },
+                        "name": {"type": "string", "description": "Display name (default: file name)."},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _clean_name(name: str) -> str:
+    if any(ord(ch) < 32 for ch in name):
+        raise Unprocessable("name must not contain NUL or other control characters")
+    if not name.strip() or len(name) > 256:
+        raise Unprocessable("name must be 1 to 256 characters")
+    return name
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetRead,
+    summary="Upload a dataset",
+    openapi_extra=UPLOAD_BODY,
+    responses=responses(400, 413, 422),
+)
+async def upload_dataset(
+    request: Request, session: SessionDep, settings: SettingsDep, store: StoreDep
+) -> Dataset:
+    """Stream a CSV, Parquet or NPZ file to the artifact store, parse it once and record it."""
+    upload, fields = await receive_upload(
+        request, max_bytes=settings.max_upload_bytes, folder=store.incoming_dir()
+    )
+    final = None
+    try:
+        name = _clean_name(fields.get("name") or upload.filename)
+        _clean_name(upload.filename)
+        try:
+            fmt = detect_format(upload.filename)
+            info = await run_in_threadpool(inspect_dataset, upload.path, fmt)
+        except DataError as exc:
+            raise Unprocessable(str(exc)) from exc
+        dataset_id = new_id()
+        final = store.dataset_path(dataset_id, fmt)
+        upload.path.replace(final)
+        dataset = Dataset(
+            id=dataset_id,
+            name=name,
+            format=fmt,
+            filename=upload.filename,
+            path=store.relative(final),
+            size_bytes=upload.size,
+            sha256=upload.sha256,
+            num_rows=info.num_rows,
+            columns=info.columns,
+            shape=info.shape,
+        )
+        session.add(dataset)
+        session.commit()
+    except BaseException:
+        upload.path.unlink(missing_ok=True)
+        if final is not None:
+            final.unlink(missing_ok=True)
+        raise
+    return dataset
+
+
+@router.get("", response_model=Page[DatasetRead], summary="List datasets")
+def list_datasets(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+) -> Page[DatasetRead]:
+    """Datasets, newest first."""
+    rows, total = repository.list_datasets(session, limit=limit, offset=offset)
+    items = [DatasetRead.model_validate(row) for row in rows]
+    return Page[DatasetRead](items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/{dataset_id}", response_model=DatasetRead, summary="Get a dataset", responses=responses(404)
+)
+def get_dataset(dataset_id: str, session: SessionDep) -> Dataset:
+    """One dataset's record: format, rows, columns or shapes, size and checksum."""
+    dataset = repository.get_dataset(session, dataset_id=dataset_id)
+    if dataset is None:
+        raise NotFound(f"no dataset with id {dataset_id!r}")
+    return dataset
+
+
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    summary="Delete a dataset",
+    responses=responses(404, 409),
+)
+def delete_dataset(dataset_id: str, session: SessionDep, store: StoreDep) -> Response:
+    """Delete a dataset and its file; refused while a queued or running job uses it."""
+    dataset = repository.get_dataset(session, dataset_id=dataset_id)
+    if dataset is None:
+        raise NotFound(f"no dataset with id {dataset_id!r}")
+    if repository.dataset_in_use(session, dataset_id=dataset_id):
+        raise Conflict(f"dataset {dataset_id!r} is used by a queued or running job")
+    path = dataset.path
+    session.delete(dataset)
+    session.commit()
+    store.delete(path)
+    return Response(status_code=204)

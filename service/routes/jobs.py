@@ -1,0 +1,168 @@
+"""Training jobs: submit, list, inspect, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from models.specs import JobSpec
+from service import repository
+from service.deps import SessionDep, SettingsDep
+from service.dispatch import choose_queue, send_job
+from service.errors import Conflict, NotFound, Unprocessable, responses
+from service.schemas import (
+    CheckpointRead,
+    HistoryEntry,
+    JobError,
+    JobRead,
+    JobStatus,
+    JobSummary,
+    Page,
+    Progress,
+)
+from service.tables import Job
+from service.validation import check_job
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def _progress(job: Job, seconds: list[float]) -> Progress:
+    eta = None
+    if job.status == "running" and seconds:
+        eta = sum(seconds) / len(seconds) * max(job.epochs - job.epoch, 0)
+    elif job.status in ("succeeded", "failed", "cancelled"):
+        eta = 0.0
+    return Progress(
+        epoch=job.epoch, epochs=job.epochs, fraction=min(job.epoch / job.epochs, 1.0), eta_seconds=eta
+    )
+
+
+def _error(job: Job) -> JobError | None:
+    if job.error_type is None:
+        return None
+    return JobError(type=job.error_type, message=job.error_message or "")
+
+
+def job_summary(job: Job) -> JobSummary:
+    return JobSummary(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        kind=job.kind,
+        task=job.task,
+        dataset_id=job.dataset_id,
+        progress=_progress(job, []),
+        model_id=job.model.id if job.model else None,
+        error=_error(job),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def job_read(job: Job) -> JobRead:
+    history = [
+        HistoryEntry(
+            epoch=row.epoch,
+            train_loss=row.train_loss,
+            val_loss=row.val_loss,
+            seconds=row.seconds,
+            **row.metrics,
+        )
+        for row in job.history
+    ]
+    summary = job_summary(job).model_dump()
+    summary["progress"] = _progress(job, [row.seconds for row in job.history])
+    return JobRead(
+        **summary,
+        spec=JobSpec.model_validate(job.spec),
+        test_dataset_id=job.test_dataset_id,
+        history=history,
+        metrics=job.metrics,
+        checkpoints=[CheckpointRead.model_validate(c) for c in job.checkpoints],
+        device=job.device,
+        attempts=job.attempts,
+        updated_at=job.updated_at,
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobRead,
+    summary="Start a training job",
+    responses=responses(404, 422),
+)
+async def create_job(spec: JobSpec, session: SessionDep, settings: SettingsDep) -> JobRead:
+    """Record the job, then hand it to a worker; answers at once with status `queued`."""
+    dataset = repository.get_dataset(session, dataset_id=spec.dataset_id)
+    if dataset is None:
+        raise Unprocessable(f"dataset_id: no dataset with id {spec.dataset_id!r}")
+    test_dataset = None
+    if spec.test_dataset_id is not None:
+        test_dataset = repository.get_dataset(session, dataset_id=spec.test_dataset_id)
+        if test_dataset is None:
+            raise Unprocessable(f"test_dataset_id: no dataset with id {spec.test_dataset_id!r}")
+    check_job(spec, dataset, test_dataset)
+    job = Job(
+        kind=spec.model.kind,
+        task=spec.task,
+        spec=spec.model_dump(mode="json"),
+        dataset_id=spec.dataset_id,
+        test_dataset_id=spec.test_dataset_id,
+        queue=choose_queue(settings, spec.training.device),
+        epochs=1 if _closed_form(spec) else spec.training.epochs,
+    )
+    session.add(job)
+    session.commit()  # the message is never sent before the row exists
+    await run_in_threadpool(send_job, job.id, job.queue)
+    session.refresh(job)
+    return job_read(job)
+
+
+def _closed_form(spec: JobSpec) -> bool:
+    model = spec.model
+    return model.kind == "linear" and model.resolved_solver(spec.task) == "normal_equation"
+
+
+@router.get("", response_model=Page[JobSummary], summary="List jobs")
+def list_jobs(
+    session: SessionDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+) -> Page[JobSummary]:
+    """Jobs, newest first, optionally only those with one status."""
+    rows, total = repository.list_jobs(session, status=status, limit=limit, offset=offset)
+    return Page[JobSummary](
+        items=[job_summary(j) for j in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{job_id}", response_model=JobRead, summary="Get a job", responses=responses(404))
+def get_job(job_id: str, session: SessionDep) -> JobRead:
+    """Status, progress, per-epoch history, checkpoints, final metrics and the model id."""
+    job = repository.get_job(session, job_id=job_id, full=True)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    return job_read(job)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=JobRead,
+    summary="Cancel a job",
+    responses=responses(404, 409),
+)
+def cancel_job(job_id: str, session: SessionDep) -> JobRead:
+    """A queued job is cancelled at once; a running one stops within about a second."""
+    job = repository.get_job(session, job_id=job_id, full=True)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    if job.status not in repository.ACTIVE:
+        raise Conflict(f"job {job_id!r} has already finished ({job.status})")
+    repository.request_cancel(session, job=job)
+    session.commit()
+    return job_read(job)

@@ -1,0 +1,153 @@
+"""API request and response models. Field descriptions are the user's manual on /docs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.specs import JobSpec
+
+T = TypeVar("T")
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int = Field(description="Items matching the filter, over all pages.")
+    limit: int
+    offset: int
+
+
+class ColumnInfo(BaseModel):
+    name: str
+    dtype: str = Field(description="integer, float, boolean or string.")
+    missing: int = Field(description="Empty or NaN cells.")
+    unique: int = Field(description="Distinct non-missing values.")
+
+
+class DatasetRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    format: str = Field(description="csv, parquet or npz.")
+    filename: str = Field(description="The uploaded file's name.")
+    num_rows: int
+    columns: list[ColumnInfo] | None = Field(None, description="Tables: name and dtype per column.")
+    shape: dict[str, Any] | None = Field(None, description="Arrays: shapes and dtypes of x and y.")
+    size_bytes: int
+    sha256: str
+    created_at: datetime
+
+
+class Progress(BaseModel):
+    epoch: int = Field(description="Epochs completed.")
+    epochs: int
+    fraction: float = Field(description="epoch / epochs, 0 to 1.")
+    eta_seconds: float | None = Field(
+        None, description="Estimated seconds left, from the mean epoch time so far."
+    )
+
+
+class HistoryEntry(BaseModel):
+    """One epoch: losses plus the task's scalar metrics on the validation part
+    (`val_accuracy`, `val_rmse`, ...) and, for classification, `train_accuracy`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epoch: int
+    train_loss: float | None
+    val_loss: float | None
+    seconds: float = Field(description="Wall time of the epoch.")
+
+
+class CheckpointRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    epoch: int
+    sha256: str
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+class JobError(BaseModel):
+    type: str = Field(description="Error class, e.g. DivergedError, DataError, WorkerLost.")
+    message: str
+
+
+class JobSummary(BaseModel):
+    id: str
+    status: JobStatus
+    kind: str
+    task: str
+    dataset_id: str | None
+    progress: Progress
+    model_id: str | None
+    error: JobError | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobRead(JobSummary):
+    spec: JobSpec
+    test_dataset_id: str | None
+    history: list[HistoryEntry]
+    metrics: dict[str, Any] | None = Field(
+        None,
+        description='Final metrics: {"train": {...}, "validation": {...}, "test": {...}}; '
+        "NaN or infinite values are null.",
+    )
+    checkpoints: list[CheckpointRead]
+    device: str | None = Field(None, description="Device the job trained on.")
+    attempts: int = Field(description="Times a worker has started (or resumed) the job.")
+    updated_at: datetime
+
+
+class ModelRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: str
+    task: str
+    job_id: str | None
+    input_schema: dict[str, Any] = Field(
+        description='{"features": [{"name", "type", "categories"?}]} for tables, '
+        '{"shape": [...]} for arrays.'
+    )
+    output: dict[str, Any] = Field(description='{"labels": [...]} for classification.')
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: str = Field(min_length=1, max_length=64)
+    inputs: list[dict[str, Any] | list[Any]] = Field(
+        min_length=1,
+        description="Records ({column: value}) or arrays in feature order (tables), or nested "
+        "arrays of the training input shape (NPZ datasets).",
+    )
+
+
+class PredictResponse(BaseModel):
+    model_id: str
+    predictions: list[Any] = Field(description="Original labels (classification) or values.")
+    probabilities: list[list[float]] | None = Field(
+        None, description="Classification: one row per input, columns in `labels` order."
+    )
+    labels: list[Any] | None = Field(None, description="Classification: the class labels.")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    database: str
+    broker: str

@@ -1,0 +1,53 @@
+"""Small real datasets for end-to-end tests, from scikit-learn's bundled data."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import httpx
+import pandas as pd
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+
+
+def iris_frame() -> pd.DataFrame:
+    bunch = load_iris(as_frame=True)
+    frame = bunch.frame.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    frame["species"] = [str(bunch.target_names[t]) for t in bunch.target]
+    return frame.drop(columns=["target"])
+
+
+def diabetes_frame() -> pd.DataFrame:
+    return load_diabetes(as_frame=True, scaled=False).frame  # target column: "target"
+
+
+def cancer_frame() -> pd.DataFrame:
+    frame = load_breast_cancer(as_frame=True).frame
+    return frame.rename(columns=lambda c: c.replace(" ", "_"))
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False).encode()
+
+
+def upload(client: httpx.Client, content: bytes, filename: str, **fields: str) -> httpx.Response:
+    return client.post("/datasets", files={"file": (filename, io.BytesIO(content))}, data=fields)
+
+
+def upload_frame(client: httpx.Client, frame: pd.DataFrame, name: str = "data.csv") -> str:
+    response = upload(client, csv_bytes(frame), name)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def job_spec(dataset_id: str, **overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "dataset_id": dataset_id,
+        "task": "classification",
+        "target": "species",
+        "model": {"kind": "mlp", "hidden_layers": [16]},
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "training": {"epochs": 3, "batch_size": 16, "seed": 0},
+    }
+    spec.update(overrides)
+    return spec

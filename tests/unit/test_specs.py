@@ -1,0 +1,83 @@
+"""Job spec validation: the discriminated unions refuse what does not belong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from models.specs import JobSpec, LinearSpec, MLPSpec
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "dataset_id": "d1",
+        "task": "regression",
+        "target": "y",
+        "model": {"kind": "linear"},
+    }
+    base.update(overrides)
+    return base
+
+
+def test_defaults() -> None:
+    parsed = JobSpec.model_validate(spec())
+    assert isinstance(parsed.model, LinearSpec)
+    assert parsed.model.resolved_solver("regression") == "normal_equation"
+    assert parsed.model.resolved_solver("classification") == "sgd"
+    assert parsed.optimizer.name == "adam" and parsed.optimizer.lr == 0.001
+    assert parsed.training.epochs == 10
+
+
+def test_lasso_defaults_to_sgd_and_refuses_closed_form() -> None:
+    parsed = JobSpec.model_validate(spec(model={"kind": "linear", "l1": 0.1}))
+    assert isinstance(parsed.model, LinearSpec)
+    assert parsed.model.resolved_solver("regression") == "sgd"
+    with pytest.raises(ValidationError, match="l1 has no closed-form"):
+        JobSpec.model_validate(spec(model={"kind": "linear", "l1": 0.1, "solver": "normal_equation"}))
+
+
+@pytest.mark.parametrize(
+    ("activation", "init"), [("relu", "he"), ("leaky_relu", "he"), ("tanh", "xavier"), ("sigmoid", "xavier")]
+)
+def test_mlp_init_follows_activation(activation: str, init: str) -> None:
+    parsed = JobSpec.model_validate(spec(model={"kind": "mlp", "activation": activation}))
+    assert isinstance(parsed.model, MLPSpec)
+    assert parsed.model.resolved_init() == init
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"model": {"kind": "mlp", "hidden_layers": [0]}},
+        {"model": {"kind": "mlp", "dropout": 1.0}},
+        {"model": {"kind": "mlp", "activation": "gelu"}},
+        {"model": {"kind": "linear", "degree": 0}},
+        {"model": {"kind": "linear", "l2": float("inf")}},
+        {"model": {"kind": "linear", "hidden_layers": [3]}},
+        {"training": {"batch_size": 0}},
+        {"training": {"validation_split": float("nan")}},
+        {"training": {"early_stopping": {"patience": 3}, "validation_split": 0}},
+        {"training": {"device": "tpu"}},
+        {"features": ["a", "a"]},
+        {"features": ["y"]},
+        {"task": "clustering"},
+        {"dataset_id": ""},
+        {"unknown_field": 1},
+    ],
+)
+def test_invalid_specs(override: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        JobSpec.model_validate(spec(**override))
+
+
+def test_spec_round_trips_through_json() -> None:
+    parsed = JobSpec.model_validate(
+        spec(
+            model={"kind": "mlp", "hidden_layers": [8, 4], "batch_norm": True},
+            optimizer={"name": "rmsprop", "lr": 0.01, "decay_rate": 0.9},
+            training={"early_stopping": {"patience": 2}},
+        )
+    )
+    assert JobSpec.model_validate(parsed.model_dump(mode="json")) == parsed

@@ -1,0 +1,46 @@
+"""Registering a trained model: its bundle in the artifact store and its row in SQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from models.base import PreparedData, TrainResult
+from models.bundle import save_bundle
+from models.specs import JobSpec
+from service import repository
+from service.storage import ArtifactStore
+from service.tables import Model, new_id
+
+
+def save_model(
+    session: Session,
+    store: ArtifactStore,
+    *,
+    job_id: str,
+    spec: JobSpec,
+    data: PreparedData,
+    result: TrainResult,
+    metrics: dict[str, Any],
+) -> str:
+    existing = repository.model_for_job(session, job_id=job_id)
+    if existing is not None:  # a redelivered job that had already registered its model
+        return existing.id
+    model_id = new_id()
+    path = store.model_dir(model_id) / "model.safetensors"
+    sha = save_bundle(path, kind=spec.model.kind, data=data, result=result)
+    session.add(
+        Model(
+            id=model_id,
+            job_id=job_id,
+            kind=spec.model.kind,
+            task=spec.task,
+            input_schema=data.input_schema,
+            output=data.output,
+            metrics=metrics,
+            path=store.relative(path),
+            sha256=sha,
+        )
+    )
+    return model_id

@@ -1,0 +1,118 @@
+"""Celery tasks: thin adapters. `run_job` claims the job, trains it, records the result."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import timedelta
+
+import torch
+
+from models.base import Cancelled, TrainingError
+from models.data import DataError
+from models.metrics import json_safe
+from models.prepare import DataSource, prepare_data
+from models.registry import get_kind
+from models.base import resolve_device
+from models.specs import JobSpec
+from service import repository
+from service.db import session_scope
+from service.settings import get_settings
+from service.storage import ArtifactStore
+from workers.artifacts import save_model
+from workers.celery_app import RUN_JOB, app
+from workers.reporter import JobReporter
+
+log = logging.getLogger(__name__)
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the job's lease while it trains, so no other worker takes it over."""
+
+    def __init__(self, job_id: str, worker: str, lease: timedelta) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{job_id}")
+        self.job_id, self.worker, self.lease = job_id, worker, lease
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.lease.total_seconds() / 3):
+            try:
+                with session_scope() as session:
+                    repository.renew_lease(
+                        session, job_id=self.job_id, worker=self.worker, lease=self.lease
+                    )
+            except Exception:
+                log.exception("job %s: lease renewal failed", self.job_id)
+
+
+@app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True)
+def run_job(job_id: str) -> None:
+    settings = get_settings()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    lease = timedelta(seconds=settings.job_lease_seconds)
+    with session_scope() as session:
+        if not repository.claim_job(session, job_id=job_id, worker=worker, lease=lease):
+            log.info("job %s: nothing to claim (finished, cancelled or owned elsewhere)", job_id)
+            return
+    heartbeat = _Heartbeat(job_id, worker, lease)
+    heartbeat.start()
+    try:
+        _train_and_record(job_id, settings.cancel_poll_seconds)
+    finally:
+        heartbeat.stopped.set()
+
+
+def _train_and_record(job_id: str, cancel_poll_seconds: float) -> None:
+    store = ArtifactStore(get_settings().artifacts)
+    try:
+        with session_scope() as session:
+            job = repository.get_job(session, job_id=job_id)
+            assert job is not None
+            spec = JobSpec.model_validate(job.spec)
+            sources = []
+            for dataset_id in (job.dataset_id, job.test_dataset_id):
+                dataset = repository.get_dataset(session, dataset_id=dataset_id) if dataset_id else None
+                sources.append(
+                    DataSource(store.path(dataset.path), dataset.format) if dataset else None
+                )
+        if sources[0] is None:
+            raise DataError("the job's dataset was deleted")
+        device = resolve_device(spec.training.device)
+        with session_scope() as session:
+            job = repository.get_job(session, job_id=job_id)
+            assert job is not None
+            job.device = str(device)
+        data = prepare_data(spec, sources[0], sources[1]).to(device)
+        kind = get_kind(spec.model.kind)
+        result = kind.train(
+            spec, data, JobReporter(job_id, store), cancel_poll_seconds=cancel_poll_seconds
+        )
+        metrics = json_safe(result.metrics)
+        with session_scope() as session:
+            model = save_model(session, store, job_id=job_id, spec=spec, data=data, result=result, metrics=metrics)
+            repository.finish_job(session, job_id=job_id, status="succeeded", metrics=metrics)
+        log.info("job %s: succeeded, model %s", job_id, model)
+    except Cancelled:
+        _finish(job_id, "cancelled", None, None)
+    except (TrainingError, DataError) as exc:
+        _finish(job_id, "failed", type(exc).__name__, str(exc))
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        _finish(
+            job_id,
+            "failed",
+            "OutOfMemoryError",
+            f"the worker ran out of memory ({str(exc).splitlines()[0]}); try a smaller "
+            "batch_size or a smaller network",
+        )
+    except Exception as exc:
+        log.exception("job %s crashed", job_id)
+        _finish(job_id, "failed", type(exc).__name__, str(exc) or repr(exc))
+
+
+def _finish(job_id: str, status: str, error_type: str | None, message: str | None) -> None:
+    with session_scope() as session:
+        repository.finish_job(
+            session, job_id=job_id, status=status, error_type=error_type, error_message=message
+        )
