@@ -154,7 +154,8 @@ def fit(
         if resumed.optimizer_tensors or resumed.meta.get("optimizer"):
             restore_optimizer_state(optimizer, resumed.optimizer_tensors, resumed.meta)
         start_epoch = int(resumed.meta["epoch"]) + 1
-        best_val = float(resumed.meta.get("best_val_loss", math.inf))
+        saved_best = resumed.meta.get("best_val_loss")
+        best_val = math.inf if saved_best is None else float(saved_best)
         bad_epochs = int(resumed.meta.get("bad_epochs", 0))
 
     def save(epoch: int, metrics: dict[str, Any]) -> None:
@@ -162,7 +163,11 @@ def fit(
         if best_state is not None:
             tensors.update({f"best.{k}": v for k, v in best_state.items()})
         tensors["rng"] = generator.get_state()
-        meta = {"epoch": epoch, "best_val_loss": best_val, "bad_epochs": bad_epochs}
+        meta = {
+            "epoch": epoch,
+            "best_val_loss": best_val if math.isfinite(best_val) else None,
+            "bad_epochs": bad_epochs,
+        }
         reporter.checkpoint(epoch, tensors, optimizer, {**meta, "metrics": metrics})
 
     watch = _CancelWatch(reporter, cancel_poll_seconds)

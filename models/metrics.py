@@ -22,7 +22,9 @@ def regression_metrics(y_true: torch.Tensor, y_pred: torch.Tensor) -> dict[str, 
     """MSE, RMSE, MAE and R² of (N,) or (N, k) targets; multi-output values are averaged
     over outputs (scikit-learn's `uniform_average`). R² is NaN for an output without variance."""
     if y_true.shape != y_pred.shape:
-        raise ValueError(f"shapes differ: y_true {tuple(y_true.shape)}, y_pred {tuple(y_pred.shape)}")
+        raise ValueError(
+            f"shapes differ: y_true {tuple(y_true.shape)}, y_pred {tuple(y_pred.shape)}"
+        )
     if y_true.ndim not in (1, 2):
         raise ValueError(f"expected (N,) or (N, k) targets, got shape {tuple(y_true.shape)}")
     if y_true.numel() == 0:

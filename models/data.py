@@ -1,0 +1,377 @@
+"""Reading stored dataset files (CSV, Parquet, NPZ): parsed once and checked at upload, and
+parsed again the same way when a job trains on them.
+
+Tables go through Arrow so that CSV and Parquet end up with the same four column kinds
+(integer, float, boolean, string) and the same notion of "missing". Every refusal is a
+`DataError` whose message is shown to the API user as it is.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
+MAX_COLUMNS = 100_000
+# Arrow needs every CSV row (the header included) to fit in one block; 1 MiB, its default,
+# is too small for wide files.
+CSV_BLOCK_BYTES = 16 << 20
+_SCAN_BYTES = 1 << 20
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used; the message says exactly why and reaches the user."""
+
+
+@dataclass
+class DatasetInfo:
+    format: str
+    num_rows: int
+    columns: list[dict[str, Any]] | None  # tables: name, dtype, missing, unique
+    shape: dict[str, Any] | None  # arrays: x, y, x_dtype, y_dtype, x_nonfinite, y_nonfinite
+
+
+def detect_format(filename: str) -> str:
+    """csv, parquet or npz, from the file name's extension."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in FORMATS:
+        found = f"{suffix!r} ({filename!r})" if suffix else f"({filename!r} has no extension)"
+        raise DataError(f"unsupported file format {found}: upload .csv, .parquet (or .pq) or .npz")
+    return FORMATS[suffix]
+
+
+def inspect_dataset(path: Path, fmt: str) -> DatasetInfo:
+    """Parse the whole file, refuse what training could not use, and describe it."""
+    if fmt == "npz":
+        x, y = read_arrays(path)
+        shape = {
+            "x": list(x.shape),
+            "y": list(y.shape),
+            "x_dtype": str(x.dtype),
+            "y_dtype": str(y.dtype),
+            # Recorded, not refused: a job imputes NaN features, and refuses infinite ones
+            # or a NaN target with a message about that job.
+            "x_nonfinite": _count_nonfinite(x),
+            "y_nonfinite": _count_nonfinite(y),
+        }
+        return DatasetInfo(format=fmt, num_rows=int(x.shape[0]), columns=None, shape=shape)
+    table = _load_table(path, fmt)
+    columns = [_column_info(name, table.column(i)) for i, name in enumerate(table.column_names)]
+    return DatasetInfo(format=fmt, num_rows=table.num_rows, columns=columns, shape=None)
+
+
+def read_table(path: Path, fmt: str) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame, parsed exactly as `inspect_dataset` parses it.
+
+    Column dtypes: int64 (float64 when the column has missing values), float64, pandas'
+    nullable `boolean`, or `str`; missing values are NaN / NA.
+    """
+    table = _load_table(path, fmt)
+    return table.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get)
+
+
+def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays `x` (N, ...) and `y` (N, ...) of an NPZ file, checked; nothing is unpickled."""
+    _refuse_empty(path)
+    with path.open("rb") as file:
+        magic = file.read(len(_NPY_MAGIC))
+    if magic == _NPY_MAGIC:
+        raise DataError(
+            "not a valid NPZ file: this is a single .npy array; save x and y with np.savez"
+        )
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            "not a valid NPZ file: it is not a zip archive (save x and y with np.savez)"
+        )
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"not a valid NPZ file: {exc}") from None
+    with archive:
+        if "x" not in archive.files or "y" not in archive.files:
+            found = ", ".join(archive.files) or "none"
+            raise DataError(f"NPZ must contain arrays 'x' and 'y' (found: {found})")
+        x = _load_member(archive, "x")
+        y = _load_member(archive, "y")
+    _check_arrays(x, y)
+    return x, y
+
+
+# Tables ---------------------------------------------------------------------------------
+
+
+def _load_table(path: Path, fmt: str) -> pa.Table:
+    if fmt == "csv":
+        table = _read_csv(path)
+    elif fmt == "parquet":
+        table = _read_parquet(path)
+    else:
+        raise DataError(f"format {fmt!r} is not a table: expected csv or parquet")
+    _check_column_names(table.column_names)
+    if table.num_rows == 0:
+        raise DataError("the file has a header but no data rows")
+    return _normalise_columns(table)
+
+
+def _refuse_empty(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise DataError("file is empty")
+
+
+def _check_column_names(names: list[str]) -> None:
+    if not names:
+        raise DataError("the file has no columns")
+    if len(names) > MAX_COLUMNS:
+        raise DataError(f"the file has {len(names)} columns; at most {MAX_COLUMNS} are supported")
+    for position, name in enumerate(names, start=1):
+        if name == "":
+            raise DataError(f"column {position} has no name; every column needs a header")
+        # Same rule as job specs: such a name could never be given as a target or feature.
+        if any(ord(ch) < 32 for ch in name):
+            raise DataError(f"column name {name!r} contains NUL or other control characters")
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise DataError(f"duplicate column names: {', '.join(duplicates)}")
+
+
+def _column_info(name: str, column: pa.ChunkedArray) -> dict[str, Any]:
+    present = column
+    missing = column.null_count
+    if pa.types.is_floating(column.type):
+        # Arrow counts NaN as a value; users (and pandas) count it as missing.
+        is_nan = pc.is_nan(column)
+        missing += int(pc.sum(is_nan).as_py() or 0)
+        present = pc.filter(column, pc.invert(is_nan))
+    unique = int(pc.count_distinct(present, mode="only_valid").as_py())
+    return {"name": name, "dtype": _dtype_name(column.type), "missing": missing, "unique": unique}
+
+
+def _dtype_name(arrow_type: pa.DataType) -> str:
+    """One of integer, float, boolean, string for a column that went through normalising."""
+    if pa.types.is_integer(arrow_type):
+        return "integer"
+    if pa.types.is_floating(arrow_type):
+        return "float"
+    if pa.types.is_boolean(arrow_type):
+        return "boolean"
+    return "string"
+
+
+def _normalise_columns(table: pa.Table) -> pa.Table:
+    columns = [_normalise(name, table.column(i)) for i, name in enumerate(table.column_names)]
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+def _normalise(name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Cast a column to integer, float64/float32, bool or string, or refuse it."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        return _normalise(name, column.cast(kind.value_type))
+    if pa.types.is_float16(kind):
+        return column.cast(pa.float32())
+    if pa.types.is_decimal(kind):
+        return column.cast(pa.float64())
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        return column
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return column
+    if pa.types.is_nested(kind):
+        raise DataError(_nested_message(name, kind))
+    # Dates, times, binary, all-null...: text. A CSV's dates never get here (kept as read).
+    try:
+        return column.cast(pa.string())
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"column {name!r} of type {kind} cannot be read as text: {exc}") from None
+    except pa.ArrowNotImplementedError:
+        raise DataError(f"column {name!r} has the unsupported type {kind}") from None
+
+
+def _nested_message(name: str, kind: pa.DataType) -> str:
+    return (
+        f"column {name!r} has the nested type {kind}; only flat columns "
+        "(numbers, booleans, strings, dates) are supported"
+    )
+
+
+# CSV ------------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path) -> pa.Table:
+    _refuse_empty(path)
+    _check_utf8(path)
+    _check_header(path)
+    table = _parse_csv(path, string_columns=[])
+    # Arrow turns ISO dates into timestamps; re-read those columns as the text they were,
+    # so a prediction input spelt like the file ("2024-01-31") finds the same category.
+    temporal = [f.name for f in table.schema if pa.types.is_temporal(f.type)]
+    if temporal:
+        table = _parse_csv(path, string_columns=temporal)
+    # Integers beyond 64 bits are read by Arrow as float64 (rounded; beyond ~1.8e308 they
+    # become inf, which training refuses by name): a "float" column, never an error here.
+    return table
+
+
+def _check_utf8(path: Path) -> None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as file:
+        while chunk := file.read(_SCAN_BYTES):
+            nul = chunk.find(b"\x00")
+            if nul >= 0:
+                raise DataError(
+                    f"not a UTF-8 CSV file: it contains a NUL byte at offset {offset + nul} "
+                    "(binary data?)"
+                )
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                at = offset - pending + exc.start
+                raise DataError(
+                    f"not a UTF-8 CSV file: byte {exc.object[exc.start]:#04x} at offset {at} "
+                    "is not valid UTF-8"
+                ) from None
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise DataError("not a UTF-8 CSV file: it ends in the middle of a character") from None
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a blank file, and count the header's fields before parsing a too-wide file."""
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        try:
+            header = next((row for row in csv.reader(file) if row), None)
+        except csv.Error:
+            return  # e.g. a huge quoted header field: Arrow's parser will judge
+    if header is None:
+        raise DataError("the file has no header row (it holds only blank lines)")
+    if len(header) > MAX_COLUMNS:
+        raise DataError(f"the file has {len(header)} columns; at most {MAX_COLUMNS} are supported")
+
+
+def _parse_csv(path: Path, *, string_columns: list[str], threads: bool = True) -> pa.Table:
+    invalid: list[pa_csv.InvalidRow] = []
+
+    def on_invalid_row(row: pa_csv.InvalidRow) -> str:
+        invalid.append(row)
+        return "error"
+
+    read = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=threads)
+    parse = pa_csv.ParseOptions(invalid_row_handler=on_invalid_row)
+    # Empty cells (and NA, null, NaN...) are missing in every column, strings included.
+    convert = pa_csv.ConvertOptions(
+        strings_can_be_null=True, column_types=dict.fromkeys(string_columns, pa.string())
+    )
+    try:
+        return pa_csv.read_csv(
+            str(path), read_options=read, parse_options=parse, convert_options=convert
+        )
+    except pa.ArrowException as exc:
+        if invalid:
+            row = invalid[0]
+            if row.number is None and threads:  # row numbers are only known single-threaded
+                return _parse_csv(path, string_columns=string_columns, threads=False)
+            raise DataError(_invalid_row_message(row)) from None
+        raise DataError(_csv_error_message(str(exc))) from None
+
+
+def _invalid_row_message(row: pa_csv.InvalidRow) -> str:
+    where = f"row {row.number}" if row.number is not None else f"the row {row.text[:80]!r}"
+    fields = "field" if row.actual_columns == 1 else "fields"
+    return (
+        f"{where} has {row.actual_columns} {fields}, expected {row.expected_columns} "
+        "(counting the header as row 1)"
+    )
+
+
+def _csv_error_message(arrow_message: str) -> str:
+    if "Empty CSV file" in arrow_message:
+        return "the file has a header but no data rows"
+    if "straddling" in arrow_message:
+        return (
+            f'a row is longer than {CSV_BLOCK_BYTES >> 20} MiB, or a quote (") is opened '
+            "and never closed"
+        )
+    return f"not a valid CSV file: {arrow_message}"
+
+
+# Parquet --------------------------------------------------------------------------------
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    _refuse_empty(path)
+    try:
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+        # Checked on the schema, before the data is read.
+        _check_column_names(schema.names)
+        for field in schema:
+            if pa.types.is_nested(field.type):
+                raise DataError(_nested_message(field.name, field.type))
+        table = parquet.read()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"not a valid Parquet file: {exc}") from None
+    return _drop_pandas_index(table)
+
+
+def _drop_pandas_index(table: pa.Table) -> pa.Table:
+    """A DataFrame saved with its index has it as an extra column; it is not data."""
+    index_columns = (table.schema.pandas_metadata or {}).get("index_columns", [])
+    stored = [name for name in index_columns if isinstance(name, str)]
+    return table.drop_columns(stored).replace_schema_metadata(None)
+
+
+# NPZ ------------------------------------------------------------------------------------
+
+
+def _load_member(archive: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
+    try:
+        array = archive[name]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise DataError(
+                f"array {name!r} holds Python objects (dtype object), which are never "
+                "unpickled: save numbers or fixed-width strings"
+            ) from None
+        raise DataError(f"array {name!r} could not be read: {exc}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"array {name!r} could not be read: {exc}") from None
+    return np.asarray(array)
+
+
+def _check_arrays(x: np.ndarray, y: np.ndarray) -> None:
+    if x.ndim == 0 or y.ndim == 0:
+        raise DataError("x and y must have at least one dimension (one entry per row)")
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"x must be numeric (bool, integer or float), found dtype {x.dtype}")
+    if y.dtype.kind not in "biufU":
+        raise DataError(
+            f"y must be numeric (bool, integer or float) or unicode strings, found dtype {y.dtype}"
+        )
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+    if x.shape[0] == 0:
+        raise DataError("x and y have 0 rows")
+    if x[0].size == 0:
+        raise DataError(f"x has no values per row (shape {list(x.shape)})")
+
+
+def _count_nonfinite(array: np.ndarray) -> int:
+    if array.dtype.kind != "f":
+        return 0
+    return int(array.size - np.count_nonzero(np.isfinite(array)))

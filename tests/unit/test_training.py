@@ -1,0 +1,210 @@
+"""The shared loop and the model kinds, trained through `models` alone (no SQL, no HTTP).
+
+`MemoryReporter` is the in-memory side of the Reporter protocol; the SQL-backed one is
+exercised by the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.datasets import load_diabetes, load_iris
+
+from models.base import Cancelled, DivergedError, EpochRecord
+from models.bundle import load_bundle, save_bundle
+from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from models.prepare import DataSource, InputError, prepare_data, split_indices
+from models.registry import KINDS, get_kind
+from models.specs import JobSpec
+
+
+class MemoryReporter:
+    def __init__(self, folder: Path, cancel_after: int | None = None) -> None:
+        self.folder = folder
+        self.records: list[EpochRecord] = []
+        self.checkpoints: list[tuple[int, Path]] = []
+        self.cancel_after = cancel_after
+        self.resume_from: Checkpoint | None = None
+
+    def epoch_end(self, record: EpochRecord) -> None:
+        self.records.append(record)
+
+    def cancelled(self) -> bool:
+        return self.cancel_after is not None and len(self.records) >= self.cancel_after
+
+    def checkpoint(
+        self,
+        epoch: int,
+        tensors: dict[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer | None,
+        meta: dict[str, Any],
+    ) -> None:
+        path = self.folder / f"epoch-{epoch}.safetensors"
+        save_checkpoint(path, model_state=tensors, optimizer=optimizer, meta=meta)
+        self.checkpoints.append((epoch, path))
+
+    def resume(self) -> Checkpoint | None:
+        return self.resume_from
+
+
+@pytest.fixture
+def iris_csv(tmp_path: Path) -> DataSource:
+    bunch = load_iris(as_frame=True)
+    frame = bunch.frame.drop(columns=["target"])
+    frame["species"] = [str(bunch.target_names[t]) for t in bunch.target]
+    path = tmp_path / "iris.csv"
+    frame.to_csv(path, index=False)
+    return DataSource(path, "csv")
+
+
+@pytest.fixture
+def diabetes_csv(tmp_path: Path) -> DataSource:
+    path = tmp_path / "diabetes.csv"
+    load_diabetes(as_frame=True, scaled=False).frame.to_csv(path, index=False)
+    return DataSource(path, "csv")
+
+
+def iris_spec(**training: Any) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "dataset_id": "d",
+            "task": "classification",
+            "target": "species",
+            "model": {"kind": "mlp", "hidden_layers": [16]},
+            "optimizer": {"name": "adam", "lr": 0.01},
+            "training": {"epochs": 6, "batch_size": 16, "checkpoint_every": 2, **training},
+        }
+    )
+
+
+def train(spec: JobSpec, source: DataSource, reporter: MemoryReporter) -> Any:
+    data = prepare_data(spec, source, None)
+    return get_kind(spec.model.kind).train(spec, data, reporter, cancel_poll_seconds=0.0), data
+
+
+def test_splits_are_disjoint_and_seeded() -> None:
+    train_rows, val_rows, test_rows = split_indices(100, validation=0.2, test=0.1, seed=3)
+    assert (len(train_rows), len(val_rows), len(test_rows)) == (70, 20, 10)
+    assert len(set(train_rows) | set(val_rows) | set(test_rows)) == 100
+    again = split_indices(100, validation=0.2, test=0.1, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(again, (train_rows, val_rows, test_rows)))
+    empty_val = split_indices(10, validation=0.0, test=0.0, seed=0)
+    assert len(empty_val[0]) == 10 and len(empty_val[1]) == len(empty_val[2]) == 0
+
+
+def test_same_seed_same_weights(iris_csv: DataSource, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first, _ = train(iris_spec(), iris_csv, MemoryReporter(tmp_path / "a"))
+    second, _ = train(iris_spec(), iris_csv, MemoryReporter(tmp_path / "b"))
+    for (name, a), (_, b) in zip(
+        first.network.state_dict().items(), second.network.state_dict().items()
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_history_checkpoints_and_metrics(iris_csv: DataSource, tmp_path: Path) -> None:
+    reporter = MemoryReporter(tmp_path)
+    result, data = train(iris_spec(epochs=30), iris_csv, reporter)
+    assert [r.epoch for r in reporter.records] == list(range(1, 31))
+    assert [epoch for epoch, _ in reporter.checkpoints] == list(range(2, 31, 2))
+    assert reporter.records[-1].train_loss < reporter.records[0].train_loss
+    assert result.metrics["test"]["accuracy"] > 0.8
+    assert len(data.test) == 15 and len(data.val) == 15 and len(data.train) == 120
+
+
+def test_resume_from_a_checkpoint_gives_the_uninterrupted_result(
+    iris_csv: DataSource, tmp_path: Path
+) -> None:
+    (tmp_path / "full").mkdir(), (tmp_path / "cut").mkdir(), (tmp_path / "resumed").mkdir()
+    full, _ = train(iris_spec(), iris_csv, MemoryReporter(tmp_path / "full"))
+    cut = MemoryReporter(tmp_path / "cut", cancel_after=3)
+    with pytest.raises(Cancelled):
+        train(iris_spec(), iris_csv, cut)
+    epoch, path = cut.checkpoints[-1]
+    assert epoch == 2
+    resumed_reporter = MemoryReporter(tmp_path / "resumed")
+    resumed_reporter.resume_from = load_checkpoint(path)
+    resumed, _ = train(iris_spec(), iris_csv, resumed_reporter)
+    assert [r.epoch for r in resumed_reporter.records] == [3, 4, 5, 6]
+    for (name, a), (_, b) in zip(
+        full.network.state_dict().items(), resumed.network.state_dict().items()
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_divergence_fails_with_the_epoch(diabetes_csv: DataSource, tmp_path: Path) -> None:
+    spec = JobSpec.model_validate(
+        {
+            "dataset_id": "d",
+            "task": "regression",
+            "target": "target",
+            "model": {"kind": "mlp", "hidden_layers": [64, 64]},
+            "optimizer": {"name": "sgd", "lr": 10},
+            "training": {"epochs": 5, "batch_size": 8},
+        }
+    )
+    with pytest.raises(DivergedError, match="diverged at epoch 1"):
+        train(spec, diabetes_csv, MemoryReporter(tmp_path))
+
+
+def test_early_stopping_restores_the_best_epoch(diabetes_csv: DataSource, tmp_path: Path) -> None:
+    spec = JobSpec.model_validate(
+        {
+            "dataset_id": "d",
+            "task": "regression",
+            "target": "target",
+            "model": {"kind": "mlp", "hidden_layers": [256, 256]},
+            "optimizer": {"name": "adam", "lr": 0.01},
+            "training": {
+                "epochs": 200,
+                "batch_size": 16,
+                "validation_split": 0.3,
+                "early_stopping": {"patience": 3},
+            },
+        }
+    )
+    reporter = MemoryReporter(tmp_path)
+    result, _ = train(spec, diabetes_csv, reporter)
+    assert len(reporter.records) < 200  # it overfits and stops
+    best = min(r.val_loss for r in reporter.records)
+    assert result.metrics["validation"]["loss"] == pytest.approx(best, rel=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_and_optimizer_learns(
+    kind: str, optimizer: str, iris_csv: DataSource, tmp_path: Path
+) -> None:
+    spec = JobSpec.model_validate(
+        {
+            "dataset_id": "d",
+            "task": "classification",
+            "target": "species",
+            "model": {"kind": kind},
+            "optimizer": {"name": optimizer, "lr": 0.05},
+            "training": {"epochs": 15, "batch_size": 16, "test_split": 0.3},
+        }
+    )
+    result, _ = train(spec, iris_csv, MemoryReporter(tmp_path))
+    assert result.metrics["test"]["accuracy"] > 0.6, result.metrics["test"]
+
+
+def test_bundle_round_trip_predicts_the_same(iris_csv: DataSource, tmp_path: Path) -> None:
+    spec = iris_spec()
+    result, data = train(spec, iris_csv, MemoryReporter(tmp_path))
+    path = tmp_path / "model.safetensors"
+    sha = save_bundle(path, kind="mlp", data=data, result=result)
+    predictor = load_bundle(path, expected_sha256=sha, build=lambda k, c: get_kind(k).build(c))
+    frame = pd.read_csv(iris_csv.path).drop(columns=["species"])
+    records = frame.iloc[:5].to_dict(orient="records")
+    out = predictor.predict(records)
+    assert out["labels"] == ["setosa", "versicolor", "virginica"]
+    assert len(out["predictions"]) == 5 and len(out["probabilities"][0]) == 3
+    assert predictor.predict(frame.iloc[:5].to_numpy().tolist()) == out
+    with pytest.raises(InputError, match="missing columns"):
+        predictor.predict([{"sepal length (cm)": 1.0}])
