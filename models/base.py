@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
@@ -51,6 +51,15 @@ class PreparedData:
     preprocessing: dict[str, Any] = field(default_factory=dict)  # JSON, applied at predict
     input_schema: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] = field(default_factory=dict)  # {"labels": [...]} or {"target": ...}
+
+    def to(self, device: torch.device) -> PreparedData:
+        """The same data with every split on `device` (moved once, before training)."""
+        return replace(
+            self,
+            train=self.train.to(device),
+            val=self.val.to(device) if self.val is not None else None,
+            test=self.test.to(device) if self.test is not None else None,
+        )
 
 
 @dataclass

@@ -116,9 +116,9 @@ async def create_job(spec: JobSpec, session: SessionDep, settings: SettingsDep) 
     )
     session.add(job)
     session.commit()  # the message is never sent before the row exists
+    answer = job_read(job)  # as recorded: a fast worker may already be running it
     await run_in_threadpool(send_job, job.id, job.queue)
-    session.refresh(job)
-    return job_read(job)
+    return answer
 
 
 def _closed_form(spec: JobSpec) -> bool:
