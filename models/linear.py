@@ -45,6 +45,9 @@ class PolynomialFeatures(nn.Module):
 class LinearNet(nn.Module):
     """x -> [polynomial features -> standardise] -> affine map."""
 
+    feature_mean: torch.Tensor  # (F_poly,) buffer
+    feature_std: torch.Tensor  # (F_poly,) buffer
+
     def __init__(
         self, in_features: int, out_features: int, degree: int = 1, fit_intercept: bool = True
     ) -> None:

@@ -237,8 +237,5 @@ def _has_batch_norm(network: nn.Module) -> bool:
 
 
 def _count_correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if out.shape[-1] == 1:
-        pred = (out.squeeze(-1) > 0).long()
-    else:
-        pred = out.argmax(dim=-1)
+    pred = (out.squeeze(-1) > 0).long() if out.shape[-1] == 1 else out.argmax(dim=-1)
     return (pred == y).sum()

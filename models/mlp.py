@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -24,13 +24,16 @@ def activation_layer(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+LEAKY_SLOPE = 0.01  # nn.LeakyReLU's default negative slope
+
+
 def init_linear(layer: nn.Linear, scheme: str, activation: str) -> None:
-    """He (Kaiming) init for ReLU-like units, Xavier (Glorot) with the matching gain else."""
+    """He (Kaiming) init for ReLU-like units, Xavier (Glorot) with the activation's gain else."""
+    nonlinearity = cast(Any, activation)
     if scheme == "he":
-        nonlinearity = "leaky_relu" if activation == "leaky_relu" else "relu"
-        nn.init.kaiming_normal_(layer.weight, a=0.01, nonlinearity=nonlinearity)
+        nn.init.kaiming_normal_(layer.weight, a=LEAKY_SLOPE, nonlinearity=nonlinearity)
     else:
-        gain = nn.init.calculate_gain(activation if activation != "leaky_relu" else "leaky_relu")
+        gain = nn.init.calculate_gain(nonlinearity, LEAKY_SLOPE)
         nn.init.xavier_uniform_(layer.weight, gain=gain)
     if layer.bias is not None:
         nn.init.zeros_(layer.bias)
@@ -61,7 +64,9 @@ def train(
 ) -> TrainResult:
     model = spec.model
     assert isinstance(model, MLPSpec)
-    out_features = int(data.num_classes) if data.task == "classification" and data.num_classes else 1
+    out_features = (
+        int(data.num_classes) if data.task == "classification" and data.num_classes else 1
+    )
     config = {
         "in_features": data.num_features,
         "out_features": out_features,

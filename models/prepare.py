@@ -45,8 +45,8 @@ def split_indices(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A seeded permutation cut into (train, validation, test) row indices."""
     perm = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(n * test))
-    n_val = int(round(n * validation))
+    n_test = round(n * test)
+    n_val = round(n * validation)
     if test > 0 and n_test == 0 and n >= 3:
         n_test = 1
     if validation > 0 and n_val == 0 and n >= 3:

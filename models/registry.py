@@ -34,4 +34,4 @@ def get_kind(name: str) -> ModelKind:
         raise ValueError(f"unknown model kind {name!r}; known: {', '.join(KINDS)}") from None
 
 
-__all__ = ["KINDS", "ModelKind", "PreparedData", "Reporter", "JobSpec", "get_kind"]
+__all__ = ["KINDS", "JobSpec", "ModelKind", "PreparedData", "Reporter", "get_kind"]

@@ -46,9 +46,12 @@ def _finite(value: float, name: str) -> float:
 
 LearningRate = Annotated[float, Field(gt=0, le=10, description="Learning rate (step size), > 0.")]
 WeightDecay = Annotated[
-    float, Field(ge=0, le=10, description="L2 penalty added by the optimizer (coupled weight decay).")
+    float,
+    Field(ge=0, le=10, description="L2 penalty added by the optimizer (coupled weight decay)."),
 ]
-Eps = Annotated[float, Field(gt=0, le=1, description="Term added to the denominator for stability.")]
+Eps = Annotated[
+    float, Field(gt=0, le=1, description="Term added to the denominator for stability.")
+]
 
 
 class _OptimizerBase(StrictModel):
@@ -110,7 +113,9 @@ class RMSPropSpec(_OptimizerBase):
         0.99, gt=0, lt=1, description="Decay rate (rho/alpha) of the squared-gradient average."
     )
     momentum: float = Field(0.0, ge=0, lt=1, description="Optional momentum.")
-    centered: bool = Field(False, description="Normalise by the estimated variance of the gradient.")
+    centered: bool = Field(
+        False, description="Normalise by the estimated variance of the gradient."
+    )
     eps: Eps = 1e-8
     weight_decay: WeightDecay = 0.0
 
@@ -171,7 +176,9 @@ class TrainingSpec(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="`auto` uses CUDA when the worker has it."
     )
-    checkpoint_every: int = Field(1, ge=1, le=MAX_EPOCHS, description="Checkpoint period in epochs.")
+    checkpoint_every: int = Field(
+        1, ge=1, le=MAX_EPOCHS, description="Checkpoint period in epochs."
+    )
     early_stopping: EarlyStoppingSpec | None = Field(
         None, description="Stop when validation loss stops improving (needs validation_split > 0)."
     )
@@ -207,7 +214,9 @@ class LinearSpec(StrictModel):
         _finite(self.l1, "l1")
         _finite(self.l2, "l2")
         if self.solver == "normal_equation" and self.l1 > 0:
-            raise ValueError("l1 has no closed-form solution: use solver 'sgd' for lasso/elastic net")
+            raise ValueError(
+                "l1 has no closed-form solution: use solver 'sgd' for lasso/elastic net"
+            )
         return self
 
     def resolved_solver(self, task: Task) -> Literal["normal_equation", "sgd"]:
@@ -226,7 +235,9 @@ class MLPSpec(StrictModel):
         description="Width of each hidden layer.",
     )
     activation: Activation = "relu"
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability after each hidden layer.")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout probability after each hidden layer."
+    )
     batch_norm: bool = Field(False, description="Batch normalisation before each activation.")
     init: Literal["xavier", "he"] | None = Field(
         None, description="Weight init; default He for relu/leaky_relu, Xavier for sigmoid/tanh."
@@ -262,7 +273,9 @@ class JobSpec(StrictModel):
         description="Target column (tables). Arrays (NPZ) use `y` and leave this empty.",
     )
     features: list[Name] | None = Field(
-        None, max_length=100_000, description="Input columns (default: every column but the target)."
+        None,
+        max_length=100_000,
+        description="Input columns (default: every column but the target).",
     )
     model: ModelSpec
     optimizer: OptimizerSpec = Field(
@@ -272,12 +285,13 @@ class JobSpec(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
-        if isinstance(self.model, LinearSpec):
-            if self.model.solver == "normal_equation" and self.task == "classification":
-                raise ValueError(
-                    "logistic/softmax regression has no closed form: use solver 'sgd' "
-                    "for classification"
-                )
+        model = self.model
+        closed_form = isinstance(model, LinearSpec) and model.solver == "normal_equation"
+        if closed_form and self.task == "classification":
+            raise ValueError(
+                "logistic/softmax regression has no closed form: use solver 'sgd' "
+                "for classification"
+            )
         if self.features is not None:
             if len(set(self.features)) != len(self.features):
                 raise ValueError("features contains a column twice")

@@ -51,7 +51,8 @@ def serve(host: str, port: int, queues: str | None) -> int:
     settings = get_settings()
     print(
         f"Keiko on http://{host}:{port} (docs: /docs)\n"
-        f"  database: {settings.resolved_database_url}\n  broker:   {settings.resolved_broker_url}\n"
+        f"  database: {settings.resolved_database_url}\n"
+        f"  broker:   {settings.resolved_broker_url}\n"
         f"  artifacts: {settings.artifacts}",
         flush=True,
     )
@@ -98,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return serve(args.host, args.port, args.queues)
-    command_line = api_command(args.host, args.port) if args.command == "api" else worker_command(args.queues)
+    command_line = (
+        api_command(args.host, args.port) if args.command == "api" else worker_command(args.queues)
+    )
     os.execv(command_line[0], command_line)
     return 0
 

@@ -1,7 +1,9 @@
 """Sending jobs to workers, only after the job row is committed.
 
 `jobs.dispatched_at` is the outbox: a job whose message could not be sent (broker down)
-stays NULL there, and the sweep in the API re-sends it once the broker is back.
+stays NULL there, and the sweep in the API re-sends it once the broker is back. The same
+sweep re-sends a running job whose lease expired, so that another worker (or the same one,
+restarted) claims it and resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from service.tables import utcnow
 from workers.celery_app import RUN_JOB, make_celery
 
 log = logging.getLogger(__name__)
-
-SWEEP_SECONDS = 5.0
 
 
 @lru_cache
@@ -55,19 +55,19 @@ def send_job(job_id: str, queue: str) -> bool:
 
 
 def sweep_once() -> int:
+    """Send what never reached the broker, and re-send jobs whose worker died."""
+    now = utcnow()
     with session_scope() as session:
-        pending = [
-            (job_id, queue)
-            for job_id, queue in repository.undispatched_jobs(
-                session, older_than=utcnow() - timedelta(seconds=SWEEP_SECONDS)
-            )
-        ]
+        pending = repository.undispatched_jobs(
+            session, older_than=now - timedelta(seconds=get_settings().dispatch_sweep_seconds)
+        )
+        pending += repository.orphaned_jobs(session, now=now)
     return sum(send_job(job_id, queue) for job_id, queue in pending)
 
 
 async def sweep_forever() -> None:
     while True:
-        await asyncio.sleep(SWEEP_SECONDS)
+        await asyncio.sleep(get_settings().dispatch_sweep_seconds)
         try:
             await run_in_threadpool(sweep_once)
         except Exception:

@@ -24,7 +24,9 @@ class ModelCache:
             if model_id in self._items:
                 self._items.move_to_end(model_id)
                 return self._items[model_id]
-        predictor = load_bundle(path, expected_sha256=sha256, build=lambda k, c: get_kind(k).build(c))
+        predictor = load_bundle(
+            path, expected_sha256=sha256, build=lambda k, c: get_kind(k).build(c)
+        )
         with self._lock:
             self._items[model_id] = predictor
             self._items.move_to_end(model_id)

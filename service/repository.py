@@ -76,6 +76,18 @@ def undispatched_jobs(session: Session, *, older_than: datetime) -> list[tuple[s
     return [(row.id, row.queue) for row in session.execute(query.order_by(Job.created_at))]
 
 
+def orphaned_jobs(session: Session, *, now: datetime) -> list[tuple[str, str]]:
+    """Running jobs whose worker stopped renewing the lease (killed, machine lost), not yet
+    re-sent since the lease ran out. A worker's message may be gone with it (the filesystem
+    broker deletes on receipt; Redis holds it until its visibility timeout)."""
+    query = select(Job.id, Job.queue).where(
+        Job.status == "running",
+        Job.lease_expires_at < now,
+        or_(Job.dispatched_at.is_(None), Job.dispatched_at < Job.lease_expires_at),
+    )
+    return [(row.id, row.queue) for row in session.execute(query.order_by(Job.created_at))]
+
+
 def mark_dispatched(session: Session, *, job_id: str) -> None:
     session.execute(update(Job).where(Job.id == job_id).values(dispatched_at=utcnow()))
 
@@ -154,7 +166,9 @@ def latest_checkpoint(session: Session, *, job_id: str) -> Checkpoint | None:
 
 def forget_after(session: Session, *, job_id: str, epoch: int) -> None:
     """On resume: drop epochs and checkpoints recorded after the checkpoint resumed from."""
-    session.execute(delete(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch > epoch))
+    session.execute(
+        delete(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch > epoch)
+    )
     session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.epoch > epoch))
     session.execute(update(Job).where(Job.id == job_id).values(epoch=epoch))
 

@@ -29,12 +29,17 @@ class Settings(BaseSettings):
         ge=60,
         description="Seconds before Redis re-delivers an unacknowledged job message.",
     )
-    artifact_dir: Path | None = Field(None, description="Artifact store; default: data_dir/artifacts.")
+    artifact_dir: Path | None = Field(
+        None, description="Artifact store; default: data_dir/artifacts."
+    )
     max_upload_bytes: int = Field(1 << 30, ge=1, description="Largest accepted dataset upload.")
     max_predict_rows: int = Field(10_000, ge=1, description="Most inputs in one predict call.")
     model_cache_size: int = Field(16, ge=1, description="Models kept in memory for prediction.")
-    job_lease_seconds: int = Field(
-        120, ge=5, description="A running job whose heartbeat is older than this is taken over."
+    job_lease_seconds: float = Field(
+        120, ge=1, description="A running job whose heartbeat is older than this is taken over."
+    )
+    dispatch_sweep_seconds: float = Field(
+        5.0, gt=0, description="How often the API re-sends unsent jobs and orphaned jobs."
     )
     cancel_poll_seconds: float = Field(
         1.0, gt=0, description="How often a running job checks whether it was cancelled."

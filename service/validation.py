@@ -24,7 +24,9 @@ def check_job(spec: JobSpec, dataset: Dataset, test_dataset: Dataset | None) -> 
 def _check_table(spec: JobSpec, dataset: Dataset) -> None:
     columns = {c["name"]: c for c in dataset.columns or []}
     if spec.target is None:
-        raise Unprocessable(f"'target' is required for table datasets; columns are: {', '.join(columns)}")
+        raise Unprocessable(
+            f"'target' is required for table datasets; columns are: {', '.join(columns)}"
+        )
     try:
         features = validate_columns(list(columns), target=spec.target, features=spec.features)
     except DataError as exc:
@@ -33,9 +35,7 @@ def _check_table(spec: JobSpec, dataset: Dataset) -> None:
         raise Unprocessable("no feature columns left besides the target")
     target = columns[spec.target]
     if target["missing"]:
-        raise Unprocessable(
-            f"target column {spec.target!r} has {target['missing']} missing values"
-        )
+        raise Unprocessable(f"target column {spec.target!r} has {target['missing']} missing values")
     if spec.task == "regression" and target["dtype"] not in NUMERIC:
         raise Unprocessable(
             f"regression target {spec.target!r} must be numeric; its dtype is {target['dtype']}"
@@ -63,7 +63,9 @@ def _check_arrays(spec: JobSpec, dataset: Dataset) -> None:
 
 def _check_same_layout(spec: JobSpec, dataset: Dataset, test: Dataset) -> None:
     if (dataset.columns is None) != (test.columns is None):
-        raise Unprocessable("test dataset must have the same format (table or arrays) as the dataset")
+        raise Unprocessable(
+            "test dataset must have the same format (table or arrays) as the dataset"
+        )
     if dataset.columns is not None:
         names = {c["name"] for c in test.columns or []}
         needed = spec.features or [c["name"] for c in dataset.columns if c["name"] != spec.target]

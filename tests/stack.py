@@ -74,6 +74,12 @@ class Stack:
              "--loglevel", "INFO"],
         )  # fmt: skip
 
+    def kill_worker(self) -> None:
+        """SIGKILL: no clean shutdown, no acknowledgement, no last words."""
+        worker = self.processes["worker"]
+        worker.kill()
+        worker.wait()
+
     def log(self, name: str) -> str:
         path = self.data_dir / f"{name}.log"
         return path.read_text(errors="replace")[-20000:] if path.exists() else ""
@@ -116,6 +122,8 @@ def stack_env(data_dir: Path, **overrides: str) -> dict[str, str]:
             "KEIKO_DATA_DIR": str(data_dir),
             "KEIKO_MAX_UPLOAD_BYTES": str(2_000_000),
             "KEIKO_CANCEL_POLL_SECONDS": "0.2",
+            "KEIKO_JOB_LEASE_SECONDS": "3",
+            "KEIKO_DISPATCH_SWEEP_SECONDS": "0.5",
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": "1",
         }

@@ -74,7 +74,12 @@ class JobReporter:
         try:
             checkpoint = load_checkpoint(self.store.path(rel_path), expected_sha256=sha)
         except (CorruptCheckpointError, OSError) as exc:
-            log.warning("job %s: checkpoint of epoch %d unusable (%s); starting over", self.job_id, epoch, exc)
+            log.warning(
+                "job %s: checkpoint of epoch %d unusable (%s); starting over",
+                self.job_id,
+                epoch,
+                exc,
+            )
             with session_scope() as session:
                 repository.forget_after(session, job_id=self.job_id, epoch=0)
             return None

@@ -10,12 +10,11 @@ from datetime import timedelta
 
 import torch
 
-from models.base import Cancelled, TrainingError
+from models.base import Cancelled, TrainingError, resolve_device
 from models.data import DataError
 from models.metrics import json_safe
 from models.prepare import DataSource, prepare_data
 from models.registry import get_kind
-from models.base import resolve_device
 from models.specs import JobSpec
 from service import repository
 from service.db import session_scope
@@ -73,7 +72,9 @@ def _train_and_record(job_id: str, cancel_poll_seconds: float) -> None:
             spec = JobSpec.model_validate(job.spec)
             sources = []
             for dataset_id in (job.dataset_id, job.test_dataset_id):
-                dataset = repository.get_dataset(session, dataset_id=dataset_id) if dataset_id else None
+                dataset = (
+                    repository.get_dataset(session, dataset_id=dataset_id) if dataset_id else None
+                )
                 sources.append(
                     DataSource(store.path(dataset.path), dataset.format) if dataset else None
                 )
@@ -91,7 +92,9 @@ def _train_and_record(job_id: str, cancel_poll_seconds: float) -> None:
         )
         metrics = json_safe(result.metrics)
         with session_scope() as session:
-            model = save_model(session, store, job_id=job_id, spec=spec, data=data, result=result, metrics=metrics)
+            model = save_model(
+                session, store, job_id=job_id, spec=spec, data=data, result=result, metrics=metrics
+            )
             repository.finish_job(session, job_id=job_id, status="succeeded", metrics=metrics)
         log.info("job %s: succeeded, model %s", job_id, model)
     except Cancelled:

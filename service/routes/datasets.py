@@ -31,7 +31,10 @@ UPLOAD_BODY = {
                             "format": "binary",
                             "description": "CSV, Parquet (.parquet/.pq) or NPZ (arrays x, y).",
                         },
-                        "name": {"type": "string", "description": "Display name (default: file name)."},
+                        "name": {
+                            "type": "string",
+                            "description": "Display name (default: file name).",
+                        },
                     },
                 }
             }

@@ -35,7 +35,10 @@ def _progress(job: Job, seconds: list[float]) -> Progress:
     elif job.status in ("succeeded", "failed", "cancelled"):
         eta = 0.0
     return Progress(
-        epoch=job.epoch, epochs=job.epochs, fraction=min(job.epoch / job.epochs, 1.0), eta_seconds=eta
+        epoch=job.epoch,
+        epochs=job.epochs,
+        fraction=min(job.epoch / job.epochs, 1.0),
+        eta_seconds=eta,
     )
 
 

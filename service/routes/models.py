@@ -27,7 +27,9 @@ def list_models(
     return Page[ModelRead](items=items, total=total, limit=limit, offset=offset)
 
 
-@router.get("/{model_id}", response_model=ModelRead, summary="Get a model", responses=responses(404))
+@router.get(
+    "/{model_id}", response_model=ModelRead, summary="Get a model", responses=responses(404)
+)
 def get_model(model_id: str, session: SessionDep) -> Model:
     """Kind, task, source job, input schema, output labels and metrics of a model."""
     model = repository.get_model(session, model_id=model_id)

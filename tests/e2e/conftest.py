@@ -24,9 +24,12 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def postgres_redis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with temporary_postgres_database() as database_url, temporary_redis_prefix() as (
-        broker_url,
-        prefix,
+    with (
+        temporary_postgres_database() as database_url,
+        temporary_redis_prefix() as (
+            broker_url,
+            prefix,
+        ),
     ):
         data_dir = tmp_path_factory.mktemp("postgres_redis")
         env = stack_env(

@@ -45,9 +45,7 @@ BAD_UPLOADS = [
 
 
 @pytest.mark.parametrize(("filename", "content", "needle"), BAD_UPLOADS)
-def test_bad_uploads_are_refused(
-    stack: Stack, filename: str, content: bytes, needle: str
-) -> None:
+def test_bad_uploads_are_refused(stack: Stack, filename: str, content: bytes, needle: str) -> None:
     before = counts(stack)
     response = upload(stack.http(), content, filename)
     assert 400 <= response.status_code < 500, response.text
@@ -137,9 +135,7 @@ def test_single_class_and_regression_targets(stack: Stack) -> None:
 @pytest.fixture
 def trained_model(stack: Stack) -> str:
     dataset_id = upload_frame(stack.http(), diabetes_frame())
-    spec = job_spec(
-        dataset_id, task="regression", target="target", model={"kind": "linear"}
-    )
+    spec = job_spec(dataset_id, task="regression", target="target", model={"kind": "linear"})
     job = stack.wait_for_job(stack.http().post("/jobs", json=spec).json()["id"])
     assert job["status"] == "succeeded", job
     return str(job["model_id"])

@@ -156,9 +156,11 @@ def test_cancel_a_running_job(stack: Stack) -> None:
 
 def test_cancel_a_queued_job_and_list_jobs(stack: Stack) -> None:
     dataset_id = upload_frame(stack.http(), iris_frame())
-    blocker = stack.http().post(
-        "/jobs", json=job_spec(dataset_id, training={"epochs": 200, "batch_size": 1})
-    ).json()
+    blocker = (
+        stack.http()
+        .post("/jobs", json=job_spec(dataset_id, training={"epochs": 200, "batch_size": 1}))
+        .json()
+    )
     queued = stack.http().post("/jobs", json=job_spec(dataset_id)).json()
     response = stack.http().post(f"/jobs/{queued['id']}/cancel")
     assert response.status_code == 202

@@ -35,11 +35,14 @@ def test_lasso_defaults_to_sgd_and_refuses_closed_form() -> None:
     assert isinstance(parsed.model, LinearSpec)
     assert parsed.model.resolved_solver("regression") == "sgd"
     with pytest.raises(ValidationError, match="l1 has no closed-form"):
-        JobSpec.model_validate(spec(model={"kind": "linear", "l1": 0.1, "solver": "normal_equation"}))
+        JobSpec.model_validate(
+            spec(model={"kind": "linear", "l1": 0.1, "solver": "normal_equation"})
+        )
 
 
 @pytest.mark.parametrize(
-    ("activation", "init"), [("relu", "he"), ("leaky_relu", "he"), ("tanh", "xavier"), ("sigmoid", "xavier")]
+    ("activation", "init"),
+    [("relu", "he"), ("leaky_relu", "he"), ("tanh", "xavier"), ("sigmoid", "xavier")],
 )
 def test_mlp_init_follows_activation(activation: str, init: str) -> None:
     parsed = JobSpec.model_validate(spec(model={"kind": "mlp", "activation": activation}))
