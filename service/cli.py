@@ -80,7 +80,7 @@ def serve(host: str, port: int, queues: str | None) -> int:
     return max((child.returncode or 0) for child in children)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keiko")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("serve", "api"):
@@ -92,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("worker")
     w.add_argument("--queues", default=None, help="Comma-separated queues, e.g. gpu,celery")
     sub.add_parser("migrate")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     if args.command == "migrate":
         migrate()
