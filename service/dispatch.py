@@ -31,7 +31,10 @@ def producer() -> Celery:
 
 
 def choose_queue(settings: Settings, device: str) -> str:
-    if device == "cuda" or (device == "auto" and settings.route_to_gpu):
+    """GPU queue only where the deployment says GPU workers listen on it; otherwise a job
+    asking for CUDA goes to the CPU workers, which fail it with a clear message instead of
+    leaving it queued for a worker that does not exist."""
+    if settings.route_to_gpu and device in ("auto", "cuda"):
         return settings.gpu_queue
     return settings.cpu_queue
 

@@ -1,0 +1,24 @@
+"""ruff (lint and format) and mypy over the packages: the same checks as `./keiko.sh lint`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from service.cli import ROOT
+
+CHECKS = {
+    "ruff check": [sys.executable, "-m", "ruff", "check", "service", "workers", "models", "tests"],
+    "ruff format": [
+        sys.executable, "-m", "ruff", "format", "--check", "service", "workers", "models", "tests",
+    ],
+    "mypy": [sys.executable, "-m", "mypy", "service", "workers", "models"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_code_quality(name: str) -> None:
+    result = subprocess.run(CHECKS[name], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
