@@ -180,8 +180,10 @@ def fit(
         started = time.perf_counter()
         network.train()
         perm = torch.randperm(n, generator=generator).to(device)
-        total = torch.zeros((), device=device, dtype=torch.float64)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
+        # Detached batch losses, summed once at the end of the epoch: no kernel and no
+        # host synchronisation per batch beyond the step itself.
+        losses: list[torch.Tensor] = []
+        sizes: list[int] = []
         for i in range(0, n, training.batch_size):
             idx = perm[i : i + training.batch_size]
             if skip_single and len(idx) < 2:
@@ -193,12 +195,13 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             objective_value.backward()
             optimizer.step()
-            total += loss.detach().double() * len(idx)
-            if objective.task == "classification":
-                correct += _count_correct(out.detach(), yb)
+            losses.append(loss.detach())
+            sizes.append(len(idx))
             watch.check()
 
-        train_loss = float(total) / n * scale
+        weights = torch.tensor(sizes, dtype=torch.float64, device=device)
+        seen = max(sum(sizes), 1)
+        train_loss = float(torch.stack(losses).double() @ weights) / seen * scale
         if not math.isfinite(train_loss):
             raise DivergedError(
                 f"training diverged at epoch {epoch}: the training loss is {train_loss} "
@@ -206,8 +209,6 @@ def fit(
             )
         val = evaluate(network, objective, data.val)
         metrics = history_metrics("val", val)
-        if objective.task == "classification":
-            metrics["train_accuracy"] = float(correct) / n
         val_loss = val.get("loss")
         reporter.epoch_end(
             EpochRecord(epoch, train_loss, val_loss, metrics, time.perf_counter() - started)
@@ -234,8 +235,3 @@ def fit(
 
 def _has_batch_norm(network: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules())
-
-
-def _count_correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    pred = (out.squeeze(-1) > 0).long() if out.shape[-1] == 1 else out.argmax(dim=-1)
-    return (pred == y).sum()

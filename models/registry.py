@@ -10,8 +10,7 @@ from typing import Any
 from torch import nn
 
 from models import linear, mlp
-from models.base import PreparedData, Reporter, TrainResult
-from models.specs import JobSpec
+from models.base import TrainResult
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,3 @@ def get_kind(name: str) -> ModelKind:
         return KINDS[name]
     except KeyError:
         raise ValueError(f"unknown model kind {name!r}; known: {', '.join(KINDS)}") from None
-
-
-__all__ = ["KINDS", "JobSpec", "ModelKind", "PreparedData", "Reporter", "get_kind"]

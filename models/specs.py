@@ -292,6 +292,8 @@ class JobSpec(StrictModel):
                 "logistic/softmax regression has no closed form: use solver 'sgd' "
                 "for classification"
             )
+        if isinstance(model, MLPSpec) and model.batch_norm and self.training.batch_size < 2:
+            raise ValueError("batch_norm needs batch_size of at least 2")
         if self.features is not None:
             if len(set(self.features)) != len(self.features):
                 raise ValueError("features contains a column twice")

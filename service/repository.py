@@ -132,6 +132,10 @@ def renew_lease(session: Session, *, job_id: str, worker: str, lease: timedelta)
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def set_device(session: Session, *, job_id: str, device: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(device=device))
+
+
 def cancel_requested(session: Session, *, job_id: str) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 

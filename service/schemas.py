@@ -54,7 +54,7 @@ class Progress(BaseModel):
 
 class HistoryEntry(BaseModel):
     """One epoch: losses plus the task's scalar metrics on the validation part
-    (`val_accuracy`, `val_rmse`, ...) and, for classification, `train_accuracy`."""
+    (`val_accuracy`, `val_rmse`, ...)."""
 
     model_config = ConfigDict(extra="allow")
 

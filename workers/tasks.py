@@ -9,6 +9,7 @@ import threading
 from datetime import timedelta
 
 import torch
+import torch._dynamo  # optimizers import it lazily (1.5 s): pay that at start-up, not per job
 
 from models.base import Cancelled, TrainingError, resolve_device
 from models.data import DataError
@@ -63,51 +64,53 @@ def run_job(job_id: str) -> None:
         heartbeat.stopped.set()
 
 
+def _load(job_id: str, store: ArtifactStore) -> tuple[JobSpec, DataSource, DataSource | None]:
+    """Re-read the job row and re-validate its stored spec; locate its dataset files."""
+    with session_scope() as session:
+        job = repository.get_job(session, job_id=job_id)
+        assert job is not None
+        spec = JobSpec.model_validate(job.spec)
+        sources: list[DataSource | None] = []
+        for dataset_id in (job.dataset_id, job.test_dataset_id):
+            dataset = repository.get_dataset(session, dataset_id=dataset_id) if dataset_id else None
+            sources.append(
+                DataSource(store.path(dataset.path), dataset.format) if dataset else None
+            )
+    if sources[0] is None:
+        raise DataError("the job's dataset was deleted")
+    return spec, sources[0], sources[1]
+
+
 def _train_and_record(job_id: str, cancel_poll_seconds: float) -> None:
     store = ArtifactStore(get_settings().artifacts)
     try:
-        with session_scope() as session:
-            job = repository.get_job(session, job_id=job_id)
-            assert job is not None
-            spec = JobSpec.model_validate(job.spec)
-            sources = []
-            for dataset_id in (job.dataset_id, job.test_dataset_id):
-                dataset = (
-                    repository.get_dataset(session, dataset_id=dataset_id) if dataset_id else None
-                )
-                sources.append(
-                    DataSource(store.path(dataset.path), dataset.format) if dataset else None
-                )
-        if sources[0] is None:
-            raise DataError("the job's dataset was deleted")
+        spec, source, test_source = _load(job_id, store)
         device = resolve_device(spec.training.device)
         with session_scope() as session:
-            job = repository.get_job(session, job_id=job_id)
-            assert job is not None
-            job.device = str(device)
-        data = prepare_data(spec, sources[0], sources[1]).to(device)
-        kind = get_kind(spec.model.kind)
-        result = kind.train(
+            repository.set_device(session, job_id=job_id, device=str(device))
+        data = prepare_data(spec, source, test_source).to(device)
+        result = get_kind(spec.model.kind).train(
             spec, data, JobReporter(job_id, store), cancel_poll_seconds=cancel_poll_seconds
         )
         metrics = json_safe(result.metrics)
-        with session_scope() as session:
-            model = save_model(
+        with session_scope() as session:  # the model and the final status in one transaction
+            model_id = save_model(
                 session, store, job_id=job_id, spec=spec, data=data, result=result, metrics=metrics
             )
             repository.finish_job(session, job_id=job_id, status="succeeded", metrics=metrics)
-        log.info("job %s: succeeded, model %s", job_id, model)
+        log.info("job %s: succeeded, model %s", job_id, model_id)
     except Cancelled:
         _finish(job_id, "cancelled", None, None)
     except (TrainingError, DataError) as exc:
         _finish(job_id, "failed", type(exc).__name__, str(exc))
     except (torch.OutOfMemoryError, MemoryError) as exc:
+        first_line = (str(exc) or type(exc).__name__).splitlines()[0]
         _finish(
             job_id,
             "failed",
             "OutOfMemoryError",
-            f"the worker ran out of memory ({str(exc).splitlines()[0]}); try a smaller "
-            "batch_size or a smaller network",
+            f"the worker ran out of memory ({first_line}); try a smaller batch_size or a "
+            "smaller network",
         )
     except Exception as exc:
         log.exception("job %s crashed", job_id)

@@ -93,7 +93,9 @@ def test_mlp_classification_with_string_labels(stack: Stack) -> None:
     test = job["metrics"]["test"]
     assert test["accuracy"] > 0.8  # chance is 1/3
     assert np.array(test["confusion_matrix"]).sum() == 30
-    assert {"val_accuracy", "val_loss", "train_accuracy"} <= set(job["history"][-1])
+    assert {"val_accuracy", "val_f1", "val_log_loss", "val_loss", "train_loss"} <= set(
+        job["history"][-1]
+    )
 
     records = frame.drop(columns=["species"]).iloc[[0, 60, 120]].to_dict(orient="records")
     body = stack.http().post("/predict", json={"model_id": job["model_id"], "inputs": records})
