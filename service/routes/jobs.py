@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from starlette.concurrency import run_in_threadpool
 
 from models.specs import JobSpec
 from service import repository
@@ -97,7 +96,7 @@ def job_read(job: Job) -> JobRead:
     summary="Start a training job",
     responses=responses(404, 422),
 )
-async def create_job(spec: JobSpec, session: SessionDep, settings: SettingsDep) -> JobRead:
+def create_job(spec: JobSpec, session: SessionDep, settings: SettingsDep) -> JobRead:
     """Record the job, then hand it to a worker; answers at once with status `queued`."""
     dataset = repository.get_dataset(session, dataset_id=spec.dataset_id)
     if dataset is None:
@@ -120,7 +119,7 @@ async def create_job(spec: JobSpec, session: SessionDep, settings: SettingsDep) 
     session.add(job)
     session.commit()  # the message is never sent before the row exists
     answer = job_read(job)  # as recorded: a fast worker may already be running it
-    await run_in_threadpool(send_job, job.id, job.queue)
+    send_job(job.id, job.queue)
     return answer
 
 

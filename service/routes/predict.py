@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
 
 from models.bundle import InputError
 from service import repository
@@ -21,7 +20,7 @@ router = APIRouter(tags=["predict"])
     summary="Predict with a trained model",
     responses=responses(404, 413, 422),
 )
-async def predict(
+def predict(
     request: PredictRequest, session: SessionDep, settings: SettingsDep, store: StoreDep
 ) -> PredictResponse:
     """Apply the model's stored preprocessing and network to `inputs`; labels come back as
@@ -33,11 +32,10 @@ async def predict(
     model = repository.get_model(session, model_id=request.model_id)
     if model is None:
         raise NotFound(f"no model with id {request.model_id!r}")
-    predictor = await run_in_threadpool(
-        model_cache(settings.model_cache_size).get, model.id, store.path(model.path), model.sha256
-    )
+    cache = model_cache(settings.model_cache_size)
+    predictor = cache.get(model.id, store.path(model.path), model.sha256)
     try:
-        result = await run_in_threadpool(predictor.predict, request.inputs)
+        result = predictor.predict(request.inputs)
     except InputError as exc:
         raise Unprocessable(str(exc)) from exc
     return PredictResponse(model_id=model.id, **result)

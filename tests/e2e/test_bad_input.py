@@ -71,6 +71,13 @@ def test_nul_byte_in_a_name_is_422(stack: Stack) -> None:
     assert counts(stack) == before
 
 
+def test_integer_beyond_64_bits_in_a_csv(stack: Stack) -> None:
+    content = f"a,b\n{2**70},1\n2,2\n3,1\n".encode()
+    response = upload(stack.http(), content, "big_int.csv")
+    assert response.status_code == 201, response.text
+    assert response.json()["columns"][0] == {"name": "a", "dtype": "float", "missing": 0, "unique": 3}
+
+
 def test_dataset_lifecycle(stack: Stack) -> None:
     response = upload(stack.http(), b"x,label\n1,a\n2,b\n3,a\n", "tiny.csv", name="tiny")
     assert response.status_code == 201
