@@ -40,7 +40,7 @@ HISTORY_METRICS = ("accuracy", "f1", "log_loss", "mse", "rmse", "mae", "r2")
 class Objective:
     """Turns raw network outputs into a loss, probabilities and metrics for one task."""
 
-    task: str
+    task: str  # classification; anything else (regression, forecasting) is least squares
     num_classes: int | None = None
     target_std: float = 1.0
     target_mean: float = 0.0
@@ -54,7 +54,7 @@ class Objective:
 
     def loss_scale(self) -> float:
         """Regression trains on standardised targets; report losses in the target's units."""
-        return self.target_std**2 if self.task == "regression" else 1.0
+        return 1.0 if self.task == "classification" else self.target_std**2
 
     def probabilities(self, out: torch.Tensor) -> torch.Tensor:
         if out.shape[-1] == 1:
@@ -132,9 +132,15 @@ def fit(
     config: dict[str, Any],
     *,
     penalty: Callable[[], torch.Tensor] | None = None,
+    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     cancel_poll_seconds: float = 1.0,
 ) -> TrainResult:
-    """Mini-batch training with per-epoch reshuffling, validation, checkpoints, early stopping."""
+    """Mini-batch training with per-epoch reshuffling, validation, checkpoints, early stopping.
+
+    `penalty` is added to each batch's loss (L1/L2 terms); `batch_transform` maps each
+    training batch's inputs before the forward pass (augmentation; never applied to
+    validation or test data).
+    """
     device = data.train.x.device
     generator = torch.Generator(device="cpu").manual_seed(training.seed)
     start_epoch = 1
@@ -189,6 +195,8 @@ def fit(
             if skip_single and len(idx) < 2:
                 continue  # BatchNorm cannot normalise a batch of one
             xb, yb = train.x[idx], train.y[idx]
+            if batch_transform is not None:  # training-time augmentation, on the device
+                xb = batch_transform(xb)
             out = network(xb)
             loss = objective.loss(out, yb)
             objective_value = loss + penalty() if penalty is not None else loss

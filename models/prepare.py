@@ -40,9 +40,10 @@ class DataSource:
         return self.format in ("csv", "parquet")
 
 
-def split_indices(
-    n: int, *, validation: float, test: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # (train, validation, test) row indices
+
+
+def split_indices(n: int, *, validation: float, test: float, seed: int) -> Rows:
     """A seeded permutation cut into (train, validation, test) row indices."""
     perm = np.random.default_rng(seed).permutation(n)
     n_test = round(n * test)
@@ -82,10 +83,7 @@ def _target_tensors(
 
 
 def _splits(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
-    test: Split | None,
+    x: torch.Tensor, y: torch.Tensor, rows: Rows, test: Split | None
 ) -> tuple[Split, Split | None, Split | None]:
     train_rows, val_rows, test_rows = (torch.from_numpy(r) for r in rows)
     val = Split(x[val_rows], y[val_rows]) if len(val_rows) else None
@@ -94,81 +92,76 @@ def _splits(
     return Split(x[train_rows], y[train_rows]), val, test
 
 
-def _prepare_table(
-    spec: JobSpec, source: DataSource, test_source: DataSource | None
-) -> PreparedData:
-    frame = read_table(source.path, source.format)
-    assert spec.target is not None
-    features = validate_columns(list(frame.columns), target=spec.target, features=spec.features)
-    test_frame = read_table(test_source.path, test_source.format) if test_source else None
+def _split_rows(spec: JobSpec, n: int, *, has_test_dataset: bool) -> Rows:
     training = spec.training
-    rows = split_indices(
-        len(frame),
+    return split_indices(
+        n,
         validation=training.validation_split,
-        test=0.0 if test_frame is not None else training.test_split,
+        test=0.0 if has_test_dataset else training.test_split,  # a test dataset replaces it
         seed=training.seed,
     )
-    preprocessor = TabularPreprocessor.fit(frame.iloc[rows[0]], features=features)
-    targets = [frame[spec.target]]
-    if test_frame is not None:
-        validate_columns(list(test_frame.columns), target=spec.target, features=features)
-        targets.append(test_frame[spec.target])
+
+
+class _FittedEncoder(Protocol):
+    def transform(self, inputs: Any) -> np.ndarray: ...  # (N, F) float32
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    def input_schema(self) -> dict[str, Any]: ...
+
+
+def _assemble(
+    spec: JobSpec,
+    encoding: str,
+    encoder: _FittedEncoder,
+    inputs: list[Any],  # [training dataset, test dataset?] as the encoder takes them
+    targets: list[pd.Series],  # their target columns, in the same order
+    rows: Rows,
+) -> PreparedData:
     y, fields, output = _target_tensors(spec, targets, rows[0])
-    x = torch.from_numpy(preprocessor.transform(frame))
-    test = None
-    if test_frame is not None:
-        test = Split(torch.from_numpy(preprocessor.transform(test_frame)), y[1])
-    train, val, test = _splits(x, y[0], rows, test)
+    x = [torch.from_numpy(encoder.transform(part)) for part in inputs]
+    test = Split(x[1], y[1]) if len(x) > 1 else None
+    train, val, test = _splits(x[0], y[0], rows, test)
     return PreparedData(
         task=spec.task,
         train=train,
         val=val,
         test=test,
-        num_features=int(x.shape[1]),
+        num_features=int(x[0].shape[1]),
         num_classes=fields.get("num_classes"),
         target_mean=fields.get("target_mean", 0.0),
         target_std=fields.get("target_std", 1.0),
-        preprocessing={"type": "table", **preprocessor.to_json()},
-        input_schema=preprocessor.input_schema(),
+        preprocessing={"type": encoding, **encoder.to_json()},
+        input_schema=encoder.input_schema(),
         output=output,
     )
+
+
+def _prepare_table(
+    spec: JobSpec, source: DataSource, test_source: DataSource | None
+) -> PreparedData:
+    assert spec.target is not None
+    frames = [read_table(source.path, source.format)]
+    features = validate_columns(list(frames[0].columns), target=spec.target, features=spec.features)
+    if test_source is not None:
+        frames.append(read_table(test_source.path, test_source.format))
+        validate_columns(list(frames[1].columns), target=spec.target, features=features)
+    rows = _split_rows(spec, len(frames[0]), has_test_dataset=test_source is not None)
+    encoder = TabularPreprocessor.fit(frames[0].iloc[rows[0]], features=features)
+    targets = [frame[spec.target] for frame in frames]
+    return _assemble(spec, "table", encoder, frames, targets, rows)
 
 
 def _prepare_arrays(
     spec: JobSpec, source: DataSource, test_source: DataSource | None
 ) -> PreparedData:
-    x_raw, y_raw = read_arrays(source.path)
-    test_arrays = read_arrays(test_source.path) if test_source else None
-    training = spec.training
-    rows = split_indices(
-        len(x_raw),
-        validation=training.validation_split,
-        test=0.0 if test_arrays is not None else training.test_split,
-        seed=training.seed,
-    )
-    preprocessor = ArrayPreprocessor.fit(x_raw[rows[0]])
-    targets = [pd.Series(y_raw, name="y")]
-    if test_arrays is not None:
-        targets.append(pd.Series(test_arrays[1], name="y"))
-    y, fields, output = _target_tensors(spec, targets, rows[0])
-    x = torch.from_numpy(preprocessor.transform(x_raw))
-    test = None
-    if test_arrays is not None:
-        test = Split(torch.from_numpy(preprocessor.transform(test_arrays[0])), y[1])
-    train, val, test = _splits(x, y[0], rows, test)
-    return PreparedData(
-        task=spec.task,
-        train=train,
-        val=val,
-        test=test,
-        num_features=int(x.shape[1]),
-        num_classes=fields.get("num_classes"),
-        target_mean=fields.get("target_mean", 0.0),
-        target_std=fields.get("target_std", 1.0),
-        preprocessing={"type": "array", **preprocessor.to_json()},
-        input_schema=preprocessor.input_schema(),
-        output=output,
-    )
+    arrays = [read_arrays(source.path)]
+    if test_source is not None:
+        arrays.append(read_arrays(test_source.path))
+    rows = _split_rows(spec, len(arrays[0][0]), has_test_dataset=test_source is not None)
+    encoder = ArrayPreprocessor.fit(arrays[0][0][rows[0]])
+    targets = [pd.Series(y, name="y") for _, y in arrays]
+    return _assemble(spec, "array", encoder, [x for x, _ in arrays], targets, rows)
 
 
 # Predict-time encoding ------------------------------------------------------------------

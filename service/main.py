@@ -58,6 +58,11 @@ def create_app() -> FastAPI:
         ]
         return JSONResponse({"detail": json_safe(errors)}, status_code=422)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
+
     for module in (health, datasets, jobs, models, predict):
         app.include_router(module.router)
     return app
