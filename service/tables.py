@@ -61,7 +61,7 @@ class Dataset(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(256))
     format: Mapped[str] = mapped_column(String(16))  # csv, parquet, npz
-    filename: Mapped[str] = mapped_column(String(256))
+    filename: Mapped[str] = mapped_column(Text)  # the uploaded file names, comma-separated
     path: Mapped[str] = mapped_column(Text)  # relative to the artifact store
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))

@@ -1,5 +1,5 @@
-"""Streaming multipart upload: the file part goes straight to disk, hashed on the way,
-and the request is refused with 413 the moment it passes the size limit."""
+"""Streaming multipart upload: file parts go straight to disk, hashed on the way, and the
+request is refused with 413 the moment the files together pass the size limit."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
@@ -16,6 +17,7 @@ from service.errors import BadRequest, PayloadTooLarge
 
 MAX_TEXT_FIELD = 4096
 MAX_PARTS = 8
+FILE_FIELD = "file"
 
 
 @dataclass
@@ -23,7 +25,21 @@ class UploadedFile:
     path: Path
     filename: str
     size: int
-    sha256: str
+
+
+@dataclass
+class Upload:
+    files: list[UploadedFile]
+    fields: dict[str, str]
+    sha256: str  # of every file's bytes, in the order sent
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def discard(self) -> None:
+        for uploaded in self.files:
+            uploaded.path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -31,19 +47,20 @@ class _Part:
     headers: dict[str, bytes] = field(default_factory=dict)
     name: str = ""
     text: bytearray = field(default_factory=bytearray)
+    file: UploadedFile | None = None
+    sink: IO[bytes] | None = None
 
 
 class _Collector:
-    """python-multipart callbacks: one file part to disk, the other parts as short text."""
+    """python-multipart callbacks: `file` parts to disk, the other parts as short text."""
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
-        self.sink = path.open("wb")
+    def __init__(self, folder: Path, max_bytes: int, max_files: int) -> None:
+        self.folder = folder
         self.max_bytes = max_bytes
+        self.max_files = max_files
         self.digest = hashlib.sha256()
         self.size = 0
-        self.filename: str | None = None
         self.parts: list[_Part] = []
-        self.in_file = False
         self._field = b""
         self._value = b""
 
@@ -51,11 +68,16 @@ class _Collector:
         return {
             "on_part_begin": self.on_part_begin,
             "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
             "on_header_field": self.on_header_field,
             "on_header_value": self.on_header_value,
             "on_header_end": self.on_header_end,
             "on_headers_finished": self.on_headers_finished,
         }
+
+    @property
+    def files(self) -> list[UploadedFile]:
+        return [part.file for part in self.parts if part.file is not None]
 
     def on_part_begin(self) -> None:
         if len(self.parts) >= MAX_PARTS:
@@ -76,33 +98,50 @@ class _Collector:
         part = self.parts[-1]
         _, disposition = parse_options_header(part.headers.get("content-disposition", b""))
         part.name = disposition.get(b"name", b"").decode("utf-8", "replace")
-        self.in_file = part.name == "file"
-        if self.in_file:
-            filename = disposition.get(b"filename")
-            if self.filename is not None:
-                raise BadRequest("send exactly one 'file' part")
-            if filename is None:
-                raise BadRequest("the 'file' field must be a file upload")
-            self.filename = filename.decode("utf-8", "replace")
+        if part.name != FILE_FIELD:
+            return
+        filename = disposition.get(b"filename")
+        if filename is None:
+            raise BadRequest(f"the '{FILE_FIELD}' field must be a file upload")
+        if len(self.files) >= self.max_files:
+            raise BadRequest(f"send at most {self.max_files} '{FILE_FIELD}' parts")
+        fd, name = tempfile.mkstemp(dir=self.folder, prefix="upload-", suffix=".part")
+        part.sink = os.fdopen(fd, "wb")
+        part.file = UploadedFile(Path(name), filename.decode("utf-8", "replace"), 0)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
-        if self.in_file:
+        part = self.parts[-1]
+        if part.file is not None and part.sink is not None:
             self.size += len(chunk)
             if self.size > self.max_bytes:
                 raise PayloadTooLarge(f"upload exceeds the limit of {self.max_bytes} bytes")
+            part.file.size += len(chunk)
             self.digest.update(chunk)
-            self.sink.write(chunk)
+            part.sink.write(chunk)
             return
-        part = self.parts[-1]
         part.text.extend(chunk)
         if len(part.text) > MAX_TEXT_FIELD:
             raise BadRequest(f"form field {part.name!r} is longer than {MAX_TEXT_FIELD} bytes")
 
+    def on_part_end(self) -> None:
+        sink = self.parts[-1].sink
+        if sink is not None:
+            sink.flush()
+            os.fsync(sink.fileno())
+            sink.close()
+
+    def close_and_discard(self) -> None:
+        for part in self.parts:
+            if part.sink is not None:
+                part.sink.close()
+            if part.file is not None:
+                part.file.path.unlink(missing_ok=True)
+
     def text_fields(self) -> dict[str, str]:
         fields: dict[str, str] = {}
         for part in self.parts:
-            if part.name and part.name != "file":
+            if part.name and part.file is None:
                 try:
                     fields[part.name] = part.text.decode("utf-8")
                 except UnicodeDecodeError:
@@ -111,24 +150,21 @@ class _Collector:
 
 
 async def receive_upload(
-    request: Request, *, max_bytes: int, folder: Path
-) -> tuple[UploadedFile, dict[str, str]]:
-    """Parse a multipart body with one `file` part and small text fields.
+    request: Request, *, max_bytes: int, folder: Path, max_files: int = 2
+) -> Upload:
+    """Parse a multipart body with one or more `file` parts and small text fields.
 
-    Returns the stored file and the text fields. On any error the partial file is removed.
+    On any error every partial file is removed before the error propagates.
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
-        raise BadRequest("expected a multipart/form-data body with a 'file' field")
+        raise BadRequest(f"expected a multipart/form-data body with a '{FILE_FIELD}' field")
     declared = request.headers.get("content-length", "")
-    # Multipart framing adds a little to the file itself; allow for it before refusing.
+    # Multipart framing adds a little to the files themselves; allow for it before refusing.
     if declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
         raise PayloadTooLarge(f"upload is {int(declared)} bytes; the limit is {max_bytes} bytes")
 
-    fd, name = tempfile.mkstemp(dir=folder, prefix="upload-", suffix=".part")
-    os.close(fd)
-    path = Path(name)
-    collector = _Collector(path, max_bytes)
+    collector = _Collector(folder, max_bytes, max_files)
     try:
         parser = MultipartParser(params[b"boundary"], collector.callbacks())  # type: ignore[arg-type]
         try:
@@ -139,15 +175,10 @@ async def receive_upload(
             raise
         except Exception as exc:
             raise BadRequest(f"malformed multipart body: {exc}") from exc
-        collector.sink.flush()
-        os.fsync(collector.sink.fileno())
-        collector.sink.close()
-        if collector.filename is None:
-            raise BadRequest("missing the 'file' field")
+        if not collector.files:
+            raise BadRequest(f"missing the '{FILE_FIELD}' field")
         fields = collector.text_fields()
     except BaseException:
-        collector.sink.close()
-        path.unlink(missing_ok=True)
+        collector.close_and_discard()
         raise
-    upload = UploadedFile(path, collector.filename, collector.size, collector.digest.hexdigest())
-    return upload, fields
+    return Upload(collector.files, fields, collector.digest.hexdigest())

@@ -15,9 +15,11 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     if settings.uses_embedded_broker:
         folder = settings.broker_folder
         (folder / "queue").mkdir(parents=True, exist_ok=True)
+        (folder / "control").mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
+            "control_folder": str(folder / "control"),  # exchange bindings; default is CWD
             "store_processed": False,
             "polling_interval": 0.2,  # seconds; the default 1 s delays every job start
         }

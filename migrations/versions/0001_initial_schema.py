@@ -23,7 +23,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("name", sa.String(length=256), nullable=False),
         sa.Column("format", sa.String(length=16), nullable=False),
-        sa.Column("filename", sa.String(length=256), nullable=False),
+        sa.Column("filename", sa.Text(), nullable=False),
         sa.Column("path", sa.Text(), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),

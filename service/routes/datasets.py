@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from models.data import DataError, detect_format, inspect_dataset
+from models.data import DataError
 from service import repository
 from service.deps import SessionDep, SettingsDep, StoreDep
 from service.errors import Conflict, NotFound, Unprocessable, responses
+from service.ingest import ingest
 from service.schemas import DatasetRead, Page
 from service.tables import Dataset, new_id
 from service.uploads import receive_upload
@@ -63,39 +65,38 @@ async def upload_dataset(
     request: Request, session: SessionDep, settings: SettingsDep, store: StoreDep
 ) -> Dataset:
     """Stream a CSV, Parquet or NPZ file to the artifact store, parse it once and record it."""
-    upload, fields = await receive_upload(
+    upload = await receive_upload(
         request, max_bytes=settings.max_upload_bytes, folder=store.incoming_dir()
     )
-    final = None
+    dataset_id = new_id()
+    stored: Path | None = None
     try:
-        name = _clean_name(fields.get("name") or upload.filename)
-        _clean_name(upload.filename)
+        name = _clean_name(upload.fields.get("name") or upload.files[0].filename)
+        for uploaded in upload.files:
+            _clean_name(uploaded.filename)
         try:
-            fmt = detect_format(upload.filename)
-            info = await run_in_threadpool(inspect_dataset, upload.path, fmt)
+            ingested = await run_in_threadpool(ingest, upload, store, dataset_id)
         except DataError as exc:
             raise Unprocessable(str(exc)) from exc
-        dataset_id = new_id()
-        final = store.dataset_path(dataset_id, fmt)
-        upload.path.replace(final)
+        stored = ingested.path
         dataset = Dataset(
             id=dataset_id,
             name=name,
-            format=fmt,
-            filename=upload.filename,
-            path=store.relative(final),
+            format=ingested.format,
+            filename=", ".join(f.filename for f in upload.files),
+            path=store.relative(stored),
             size_bytes=upload.size,
             sha256=upload.sha256,
-            num_rows=info.num_rows,
-            columns=info.columns,
-            shape=info.shape,
+            num_rows=ingested.info.num_rows,
+            columns=ingested.info.columns,
+            shape=ingested.info.shape,
         )
         session.add(dataset)
         session.commit()
     except BaseException:
-        upload.path.unlink(missing_ok=True)
-        if final is not None:
-            final.unlink(missing_ok=True)
+        upload.discard()
+        if stored is not None:
+            stored.unlink(missing_ok=True)
         raise
     return dataset
 
