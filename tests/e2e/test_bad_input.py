@@ -75,7 +75,12 @@ def test_integer_beyond_64_bits_in_a_csv(stack: Stack) -> None:
     content = f"a,b\n{2**70},1\n2,2\n3,1\n".encode()
     response = upload(stack.http(), content, "big_int.csv")
     assert response.status_code == 201, response.text
-    assert response.json()["columns"][0] == {"name": "a", "dtype": "float", "missing": 0, "unique": 3}
+    assert response.json()["columns"][0] == {
+        "name": "a",
+        "dtype": "float",
+        "missing": 0,
+        "unique": 3,
+    }
 
 
 def test_dataset_lifecycle(stack: Stack) -> None:
