@@ -60,7 +60,8 @@ class LinearNet(nn.Module):
         self.register_buffer("feature_std", torch.ones(width))
         self.linear = nn.Linear(width, out_features, bias=fit_intercept)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B, F_poly)
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B, F_poly)
+        x = x.flatten(1)  # images and other arrays: one feature per element
         if self.poly is None:
             return x
         return (self.poly(x) - self.feature_mean) / self.feature_std
