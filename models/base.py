@@ -19,6 +19,10 @@ class DivergedError(TrainingError):
     pass
 
 
+class InputError(ValueError):
+    """A predict input that does not fit the model; the message names the problem."""
+
+
 class Cancelled(Exception):
     """Raised inside training when the reporter says the job was cancelled."""
 

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from models.base import PreparedData, TrainResult
+from models.base import InputError, PreparedData, TrainResult
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.loop import Objective, forward_all
 from models.metrics import json_safe
-from models.prepare import InputEncoder, InputError, load_input_encoder
+from models.prepare import InputEncoder, load_input_encoder
 
 FORMAT_VERSION = 1
 
@@ -48,7 +49,17 @@ class Predictor:
     labels: list[Any] | None
 
     def predict(self, inputs: list[Any]) -> dict[str, Any]:
-        x = torch.from_numpy(self.encoder.encode(inputs))  # (N, F) float32
+        return self._predict(self.encoder.encode(inputs))
+
+    def predict_files(self, contents: list[bytes]) -> dict[str, Any]:
+        """Uploaded image files (PNG, JPEG), for models trained on images."""
+        encode_files = getattr(self.encoder, "encode_files", None)
+        if encode_files is None:
+            raise InputError("this model does not take image files; send JSON inputs")
+        return self._predict(encode_files(contents))
+
+    def _predict(self, encoded: np.ndarray) -> dict[str, Any]:
+        x = torch.from_numpy(encoded)  # (N, ...) float32, as in training
         out = forward_all(self.network, x)
         if self.objective.task == "classification":
             assert self.labels is not None

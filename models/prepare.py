@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.base import PreparedData, Split
+from models.base import InputError, PreparedData, Split
 from models.data import DataError, read_arrays, read_table
+from models.images import ImagePreprocessor, ImageSet, load_image_set, read_image_npz
 from models.preprocessing import (
     ArrayPreprocessor,
     LabelEncoder,
@@ -23,22 +24,24 @@ from models.preprocessing import (
     regression_target,
     validate_columns,
 )
-from models.specs import JobSpec
-
-
-class InputError(ValueError):
-    """A predict input that does not fit the model; the message names the problem."""
+from models.specs import CNNSpec, JobSpec
 
 
 @dataclass(frozen=True)
 class DataSource:
     path: Path
-    format: str  # csv, parquet, npz
+    format: str  # csv, parquet, npz; idx and images are image sets stored as canonical NPZ
 
     @property
     def is_table(self) -> bool:
         return self.format in ("csv", "parquet")
 
+    @property
+    def is_image_set(self) -> bool:
+        return self.format in IMAGE_FORMATS
+
+
+IMAGE_FORMATS = ("idx", "images")
 
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # (train, validation, test) row indices
 
@@ -61,6 +64,8 @@ def split_indices(n: int, *, validation: float, test: float, seed: int) -> Rows:
 def prepare_data(spec: JobSpec, source: DataSource, test_source: DataSource | None) -> PreparedData:
     if source.is_table:
         return _prepare_table(spec, source, test_source)
+    if source.is_image_set or isinstance(spec.model, CNNSpec):
+        return _prepare_images(spec, source, test_source)
     return _prepare_arrays(spec, source, test_source)
 
 
@@ -127,7 +132,7 @@ def _assemble(
         train=train,
         val=val,
         test=test,
-        num_features=int(x[0].shape[1]),
+        num_features=math.prod(x[0].shape[1:]),  # per row; networks flatten what they need
         num_classes=fields.get("num_classes"),
         target_mean=fields.get("target_mean", 0.0),
         target_std=fields.get("target_std", 1.0),
@@ -162,6 +167,40 @@ def _prepare_arrays(
     encoder = ArrayPreprocessor.fit(arrays[0][0][rows[0]])
     targets = [pd.Series(y, name="y") for _, y in arrays]
     return _assemble(spec, "array", encoder, [x for x, _ in arrays], targets, rows)
+
+
+def _read_images(source: DataSource) -> ImageSet:
+    return load_image_set(source.path) if source.is_image_set else read_image_npz(source.path)
+
+
+def _prepare_images(
+    spec: JobSpec, source: DataSource, test_source: DataSource | None
+) -> PreparedData:
+    """Images (N, C, H, W) scaled to [0, 1] and standardised per channel."""
+    sets = [_read_images(source)]
+    if test_source is not None:
+        sets.append(_read_images(test_source))
+        if sets[1].x.shape[1:] != sets[0].x.shape[1:]:
+            raise DataError(
+                f"the test images are {list(sets[1].x.shape[1:])} (C, H, W) but the training "
+                f"images are {list(sets[0].x.shape[1:])}"
+            )
+    rows = _split_rows(spec, len(sets[0].x), has_test_dataset=test_source is not None)
+    normalize = spec.model.normalize if isinstance(spec.model, CNNSpec) else None
+    encoder = ImagePreprocessor.fit(
+        sets[0].x[rows[0]],
+        normalize.mean if normalize is not None else None,
+        normalize.std if normalize is not None else None,
+        layout=sets[0].layout,
+    )
+    targets = [
+        pd.Series(
+            np.asarray(images.class_names)[images.y] if images.class_names else images.y,
+            name="label",
+        )
+        for images in sets
+    ]
+    return _assemble(spec, "image", encoder, [images.x for images in sets], targets, rows)
 
 
 # Predict-time encoding ------------------------------------------------------------------
@@ -253,8 +292,23 @@ class ArrayInputEncoder:
         return self.preprocessor.transform(x)
 
 
+class ImageInputEncoder:
+    """Images as nested arrays in the dataset's layout, base64 PNG/JPEG strings, or files."""
+
+    def __init__(self, preprocessor: ImagePreprocessor) -> None:
+        self.preprocessor = preprocessor
+
+    def encode(self, inputs: list[Any]) -> np.ndarray:
+        return self.preprocessor.decode_inputs(inputs)
+
+    def encode_files(self, contents: list[bytes]) -> np.ndarray:
+        return self.preprocessor.decode_files(contents)
+
+
 def load_input_encoder(preprocessing: dict[str, Any]) -> InputEncoder:
     kind = preprocessing.get("type")
+    if kind == "image":
+        return ImageInputEncoder(ImagePreprocessor.from_json(preprocessing))
     if kind == "table":
         return TableInputEncoder(TabularPreprocessor.from_json(preprocessing))
     if kind == "array":

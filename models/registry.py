@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from models import linear, mlp
+from models import cnn, linear, mlp
 from models.base import TrainResult
 
 
@@ -23,6 +23,7 @@ class ModelKind:
 KINDS: dict[str, ModelKind] = {
     "linear": ModelKind("linear", linear.build, linear.train),
     "mlp": ModelKind("mlp", mlp.build, mlp.train),
+    "cnn": ModelKind("cnn", cnn.build, cnn.train),
 }
 
 

@@ -127,10 +127,11 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: str = Field(min_length=1, max_length=64)
-    inputs: list[dict[str, Any] | list[Any]] = Field(
+    inputs: list[dict[str, Any] | list[Any] | str] = Field(
         min_length=1,
-        description="Records ({column: value}) or arrays in feature order (tables), or nested "
-        "arrays of the training input shape (NPZ datasets).",
+        description="Records ({column: value}) or arrays in feature order (tables); nested "
+        "arrays of the training input shape (arrays, images, sequences); or base64-encoded "
+        "PNG/JPEG strings (image models).",
     )
 
 

@@ -33,7 +33,17 @@ class Settings(BaseSettings):
         None, description="Artifact store; default: data_dir/artifacts."
     )
     max_upload_bytes: int = Field(1 << 30, ge=1, description="Largest accepted dataset upload.")
+    max_archive_files: int = Field(100_000, ge=1, description="Most files in an uploaded archive.")
+    max_extracted_bytes: int = Field(
+        4 << 30, ge=1, description="Largest total size an uploaded archive may extract to."
+    )
+    max_image_pixels: int = Field(
+        50_000_000, ge=1, description="Largest image (width x height) accepted in an upload."
+    )
     max_predict_rows: int = Field(10_000, ge=1, description="Most inputs in one predict call.")
+    max_predict_upload_bytes: int = Field(
+        32 << 20, ge=1, description="Largest multipart body of image files for prediction."
+    )
     model_cache_size: int = Field(16, ge=1, description="Models kept in memory for prediction.")
     job_lease_seconds: float = Field(
         120, ge=1, description="A running job whose heartbeat is older than this is taken over."

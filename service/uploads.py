@@ -16,7 +16,7 @@ from starlette.requests import Request
 from service.errors import BadRequest, PayloadTooLarge
 
 MAX_TEXT_FIELD = 4096
-MAX_PARTS = 8
+MAX_TEXT_PARTS = 8
 FILE_FIELD = "file"
 
 
@@ -80,8 +80,8 @@ class _Collector:
         return [part.file for part in self.parts if part.file is not None]
 
     def on_part_begin(self) -> None:
-        if len(self.parts) >= MAX_PARTS:
-            raise BadRequest(f"too many form fields (at most {MAX_PARTS})")
+        if len(self.parts) >= MAX_TEXT_PARTS + self.max_files:
+            raise BadRequest(f"too many form fields (at most {MAX_TEXT_PARTS + self.max_files})")
         self.parts.append(_Part())
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:

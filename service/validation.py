@@ -3,9 +3,14 @@ or an impossible task is a 422 now rather than a failed job later."""
 
 from __future__ import annotations
 
+import numpy as np
+
+from models.cnn import SpecError, check_cnn_spec
 from models.data import DataError
+from models.images import image_layout, to_nchw
+from models.prepare import IMAGE_FORMATS
 from models.preprocessing import validate_columns
-from models.specs import JobSpec
+from models.specs import CNNSpec, JobSpec
 from service.errors import Unprocessable
 from service.tables import Dataset
 
@@ -15,8 +20,12 @@ NUMERIC = ("integer", "float", "boolean")
 def check_job(spec: JobSpec, dataset: Dataset, test_dataset: Dataset | None) -> None:
     if dataset.columns is not None:
         _check_table(spec, dataset)
+    elif dataset.format in IMAGE_FORMATS:
+        _check_image_set(spec, dataset)
     else:
         _check_arrays(spec, dataset)
+    if isinstance(spec.model, CNNSpec):
+        _check_cnn(spec.model, dataset)
     if test_dataset is not None:
         _check_same_layout(spec, dataset, test_dataset)
 
@@ -59,6 +68,57 @@ def _check_arrays(spec: JobSpec, dataset: Dataset) -> None:
     y_dtype = str(shape.get("y_dtype", ""))
     if spec.task == "regression" and not y_dtype.startswith(("int", "uint", "float", "bool")):
         raise Unprocessable(f"regression target y must be numeric; its dtype is {y_dtype}")
+
+
+def _check_image_set(spec: JobSpec, dataset: Dataset) -> None:
+    shape = dataset.shape or {}
+    if spec.target is not None or spec.features is not None:
+        raise Unprocessable(
+            "image datasets train on the images and their labels: leave 'target' and "
+            "'features' empty"
+        )
+    if spec.task != "classification":
+        raise Unprocessable(
+            f"{dataset.format} datasets hold class labels: use task 'classification'"
+        )
+    if int(shape.get("num_classes", 0)) < 2:
+        raise Unprocessable(
+            f"classification needs at least 2 classes; the dataset has "
+            f"{shape.get('num_classes', 0)}"
+        )
+
+
+def image_shape(dataset: Dataset) -> tuple[int, int, int] | None:
+    """(C, H, W) of one image of an image dataset or an NPZ of images; None otherwise."""
+    dims = (dataset.shape or {}).get("x") or []
+    if dataset.columns is not None or len(dims) not in (3, 4):
+        return None
+    if dataset.format in IMAGE_FORMATS:
+        c, h, w = (int(d) for d in dims[1:])
+        return c, h, w
+    try:
+        empty = np.empty((0, *dims[1:]), dtype=np.uint8)
+        c, h, w = to_nchw(empty, image_layout(empty)).shape[1:]
+    except DataError:
+        return None
+    return int(c), int(h), int(w)
+
+
+def _check_cnn(model: CNNSpec, dataset: Dataset) -> None:
+    shape = image_shape(dataset)
+    if shape is None:
+        dims = (dataset.shape or {}).get("x")
+        what = "a table" if dataset.columns is not None else f"arrays x of shape {dims}"
+        raise Unprocessable(
+            f"the cnn kind trains on images, and the dataset holds {what}: upload images "
+            "(IDX files, a zip of class folders, or an NPZ with x shaped (N, H, W), "
+            "(N, H, W, C) or (N, C, H, W), C = 1 or 3)"
+        )
+    try:
+        check_cnn_spec(model, shape)
+    except SpecError as exc:
+        c, h, w = shape
+        raise Unprocessable(f"{exc} (the images are {c}x{h}x{w}, C x H x W)") from exc
 
 
 def _check_same_layout(spec: JobSpec, dataset: Dataset, test: Dataset) -> None:

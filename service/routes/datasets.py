@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from models.data import DataError
+from models.images import ArchiveLimits
 from service import repository
 from service.deps import SessionDep, SettingsDep, StoreDep
 from service.errors import Conflict, NotFound, Unprocessable, responses
@@ -75,7 +76,12 @@ async def upload_dataset(
         for uploaded in upload.files:
             _clean_name(uploaded.filename)
         try:
-            ingested = await run_in_threadpool(ingest, upload, store, dataset_id)
+            limits = ArchiveLimits(
+                max_files=settings.max_archive_files,
+                max_total_bytes=settings.max_extracted_bytes,
+                max_image_pixels=settings.max_image_pixels,
+            )
+            ingested = await run_in_threadpool(ingest, upload, store, dataset_id, limits)
         except DataError as exc:
             raise Unprocessable(str(exc)) from exc
         stored = ingested.path

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
-from models.bundle import InputError
+from models.base import InputError
+from models.bundle import Predictor
 from service import repository
 from service.deps import SessionDep, SettingsDep, StoreDep
 from service.errors import NotFound, PayloadTooLarge, Unprocessable, responses
 from service.inference import model_cache
 from service.schemas import PredictRequest, PredictResponse
+from service.uploads import receive_upload
+
+MAX_PREDICT_FILES = 32
 
 router = APIRouter(tags=["predict"])
 
@@ -29,13 +34,74 @@ def predict(
         raise PayloadTooLarge(
             f"{len(request.inputs)} inputs in one call; the limit is {settings.max_predict_rows}"
         )
-    model = repository.get_model(session, model_id=request.model_id)
-    if model is None:
-        raise NotFound(f"no model with id {request.model_id!r}")
-    cache = model_cache(settings.model_cache_size)
-    predictor = cache.get(model.id, store.path(model.path), model.sha256)
+    predictor, model_id = _predictor(request.model_id, session, settings, store)
     try:
         result = predictor.predict(request.inputs)
     except InputError as exc:
         raise Unprocessable(str(exc)) from exc
-    return PredictResponse(model_id=model.id, **result)
+    return PredictResponse(model_id=model_id, **result)
+
+
+def _predictor(
+    model_id: str, session: SessionDep, settings: SettingsDep, store: StoreDep
+) -> tuple[Predictor, str]:
+    model = repository.get_model(session, model_id=model_id)
+    if model is None:
+        raise NotFound(f"no model with id {model_id!r}")
+    cache = model_cache(settings.model_cache_size)
+    return cache.get(model.id, store.path(model.path), model.sha256), model.id
+
+
+FILES_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model_id", "file"],
+                    "properties": {
+                        "model_id": {"type": "string"},
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "PNG or JPEG images of the training size.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/predict/files",
+    response_model=PredictResponse,
+    summary="Predict on uploaded image files",
+    openapi_extra=FILES_BODY,
+    responses=responses(400, 404, 413, 422),
+)
+async def predict_files(
+    request: Request, session: SessionDep, settings: SettingsDep, store: StoreDep
+) -> PredictResponse:
+    """Multipart variant of `/predict` for image models: `model_id` and up to 32 `file` parts."""
+    upload = await receive_upload(
+        request,
+        max_bytes=settings.max_predict_upload_bytes,
+        folder=store.incoming_dir(),
+        max_files=MAX_PREDICT_FILES,
+    )
+    try:
+        model_id = upload.fields.get("model_id")
+        if not model_id:
+            raise Unprocessable("missing the 'model_id' form field")
+        contents = [f.path.read_bytes() for f in upload.files]
+    finally:
+        upload.discard()
+    predictor, model_id = await run_in_threadpool(_predictor, model_id, session, settings, store)
+    try:
+        result = await run_in_threadpool(predictor.predict_files, contents)
+    except InputError as exc:
+        raise Unprocessable(str(exc)) from exc
+    return PredictResponse(model_id=model_id, **result)
