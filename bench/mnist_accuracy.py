@@ -6,12 +6,19 @@
     .venv/bin/python bench/mnist_accuracy.py cnn_elastic  # target >= 99.5 % (Simard: 99.6 %)
 
 The files come from ../shared/data/mnist (not needed by the test suite).
+
+After the job, the same network is trained for `--baseline-epochs` epochs by a plain
+PyTorch loop (randperm, slicing, forward, loss, step) on the same normalised images, in a
+process of its own, and the median epoch times are compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,11 +74,64 @@ def upload_pair(stack: Stack, images: str, labels: str) -> str:
     return str(response.json()["id"])
 
 
+def plain_loop(name: str, epochs: int) -> list[float]:
+    """Epoch times of a hand-written loop on the same network, data and batch size."""
+    import torch.nn.functional as F
+
+    from models.cnn import build_augmentation, network_config
+    from models.images import read_idx
+    from models.optimizers import build_optimizer
+    from models.registry import get_kind
+    from models.specs import JobSpec
+
+    run = RUNS[name]
+    spec = JobSpec.model_validate(
+        {"dataset_id": "d", "task": "classification", "model": run["model"],
+         "optimizer": run["optimizer"], "training": run["training"]}
+    )  # fmt: skip
+    x, y = read_idx(MNIST / "train-images-idx3-ubyte.gz", MNIST / "train-labels-idx1-ubyte.gz")
+    pixels = torch.from_numpy(x).float() / 255
+    images = (pixels - pixels.mean()) / pixels.std()  # (N, 1, 28, 28)
+    labels = torch.from_numpy(y)
+    if spec.model.kind == "cnn":
+        config = network_config(spec.model, (1, 28, 28), 10)
+    else:
+        config = {
+            **{"in_features": 784, "out_features": 10, "hidden_layers": [800]},
+            **{"activation": "relu", "dropout": 0.2, "batch_norm": False, "init": "he"},
+        }
+    torch.manual_seed(0)
+    net = get_kind(spec.model.kind).build(config)
+    optimizer = build_optimizer(spec.optimizer, net.parameters())
+    augmentation = getattr(spec.model, "augmentation", None)
+    augment = build_augmentation(augmentation, (28, 28), torch.Generator().manual_seed(0))
+    batch = spec.training.batch_size
+    times = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        net.train()
+        perm = torch.randperm(len(images))
+        for i in range(0, len(images), batch):
+            idx = perm[i : i + batch]
+            xb = images[idx] if augment is None else augment(images[idx])
+            loss = F.cross_entropy(net(xb), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        times.append(time.perf_counter() - started)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run", choices=sorted(RUNS))
     parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--baseline-epochs", type=int, default=2)
+    parser.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.baseline_only:
+        print(json.dumps(plain_loop(args.run, args.baseline_epochs)))
+        return
     run = RUNS[args.run]
     training = {**run["training"], "validation_split": 0.0, "seed": 0}
     if args.epochs:
@@ -108,6 +168,14 @@ def main() -> None:
         datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["created_at"])
     ).total_seconds()
     accuracy = job["metrics"]["test"]["accuracy"]
+    service_epoch = statistics.median(entry["seconds"] for entry in job["history"])
+    if args.baseline_epochs:
+        command = [sys.executable, __file__, args.run, "--baseline-only",
+                   "--baseline-epochs", str(args.baseline_epochs)]  # fmt: skip
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        plain_epoch = statistics.median(json.loads(output.splitlines()[-1]))
+        print(f"median epoch: service {service_epoch:.2f} s, plain loop {plain_epoch:.2f} s, "
+              f"ratio {service_epoch / plain_epoch:.3f}")  # fmt: skip
     print(f"machine: {platform.machine()}, torch {torch.__version__}, device {job['device']}")
     print(f"run {args.run}: {training['epochs']} epochs in {seconds:.0f} s")
     print(f"test accuracy {accuracy:.4f} (target {run['target']:.3f}): "
