@@ -1,5 +1,5 @@
-"""Images and sequences over HTTP with the real worker: IDX and zip uploads, CNN and RNN
-jobs, predictions from arrays, base64 PNG and uploaded files, and the bad inputs."""
+"""Images over HTTP with the real worker: IDX and zip uploads, CNN jobs, predictions from
+arrays, base64 PNG and uploaded files, and the bad inputs."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ import struct
 import zipfile
 
 import numpy as np
-import pandas as pd
-import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tests.e2e.helpers import job_spec, upload, upload_frame
+from tests.e2e.helpers import job_spec, upload
 from tests.stack import Stack
 
 
@@ -39,7 +37,7 @@ def png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def upload_files(stack: Stack, files: list[tuple[str, bytes]]):  # noqa: ANN201
+def upload_files(stack: Stack, files: list[tuple[str, bytes]]):
     parts = [("file", (name, io.BytesIO(content))) for name, content in files]
     return stack.http().post("/datasets", files=parts)
 
@@ -67,7 +65,10 @@ def test_idx_upload_cnn_and_every_way_to_predict(stack: Stack) -> None:
     x, y = digits()
     response = upload_files(
         stack,
-        [("images-idx3-ubyte.gz", gzip.compress(idx_images(x))), ("labels-idx1-ubyte", idx_labels(y))],
+        [
+            ("images-idx3-ubyte.gz", gzip.compress(idx_images(x))),
+            ("labels-idx1-ubyte", idx_labels(y)),
+        ],
     )
     assert response.status_code == 201, response.text
     dataset = response.json()
@@ -131,63 +132,6 @@ def test_zip_of_class_folders(stack: Stack) -> None:
     assert answer.json()["predictions"] == ["bright"]
 
 
-def sine_sequences(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    t = np.arange(24)
-    freq = rng.choice([0.15, 0.6], size=n)
-    phase = rng.uniform(0, 2 * np.pi, size=n)
-    x = np.sin(freq[:, None] * t + phase[:, None]) + rng.normal(0, 0.1, (n, 24))
-    return x[:, :, None].astype(np.float32), (freq > 0.3).astype(np.int64)
-
-
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_rnn_sequence_classification(stack: Stack, cell: str) -> None:
-    x, y = sine_sequences(400, seed=1)
-    buffer = io.BytesIO()
-    np.savez(buffer, x=x, y=y)
-    dataset = upload(stack.http(), buffer.getvalue(), "waves.npz").json()
-    spec = job_spec(
-        dataset["id"],
-        target=None,
-        model={"kind": "rnn", "cell": cell, "hidden_size": 16, "bidirectional": cell == "gru"},
-        optimizer={"name": "adam", "lr": 0.01},
-        training={"epochs": 8, "batch_size": 32, "test_split": 0.25},
-    )
-    job = train(stack, spec)
-    assert job["metrics"]["test"]["accuracy"] > 0.85  # chance is 0.5
-    answer = stack.http().post(
-        "/predict", json={"model_id": job["model_id"], "inputs": x[:2].tolist()}
-    )
-    assert answer.status_code == 200, answer.text
-    short = stack.http().post(
-        "/predict", json={"model_id": job["model_id"], "inputs": x[:1, :10].tolist()}
-    )
-    assert short.status_code == 422
-
-
-def test_lstm_forecasting(stack: Stack) -> None:
-    t = np.arange(240)
-    values = 10 + 0.05 * t + 3 * np.sin(2 * np.pi * t / 12)
-    frame = pd.DataFrame({"month": t, "sales": values})
-    dataset_id = upload_frame(stack.http(), frame)
-    spec = {
-        "dataset_id": dataset_id,
-        "task": "forecasting",
-        "target": "sales",
-        "window": 24,
-        "horizon": 3,
-        "model": {"kind": "rnn", "cell": "lstm", "hidden_size": 32},
-        "optimizer": {"name": "adam", "lr": 0.01},
-        "training": {"epochs": 30, "batch_size": 16, "validation_split": 0.1, "test_split": 0.2},
-    }
-    job = train(stack, spec)
-    assert job["metrics"]["test"]["rmse"] < 1.5
-    last = frame["sales"].to_numpy()[-24:].reshape(24, 1).tolist()
-    answer = stack.http().post("/predict", json={"model_id": job["model_id"], "inputs": [last]})
-    assert answer.status_code == 200, answer.text
-    assert np.array(answer.json()["predictions"]).shape == (1, 3)
-
-
 def zip_bytes(members: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -203,7 +147,7 @@ def test_bad_image_uploads(stack: Stack) -> None:
         ([("i-idx3-ubyte", idx_images(x[:12])), ("l-idx1-ubyte", idx_labels(y[:10]))], "12"),
         ([("evil.zip", zip_bytes({"../evil/a.png": png(x[0])}))], "evil"),
         (
-            [("mixed.zip", zip_bytes({"a/1.png": png(x[0]), "b/2.png": png(np.zeros((9, 9), np.uint8))}))],
+            [("mixed.zip", zip_bytes({"a/1.png": png(x[0]), "b/2.png": png(x[0][:7, :7])}))],
             "size",
         ),
     ]
@@ -235,16 +179,3 @@ def test_specs_that_cannot_work_are_422(stack: Stack) -> None:
     response = stack.http().post("/jobs", json=collapse)
     assert response.status_code == 422, response.text
     assert "layer 4" in response.json()["detail"]
-
-    series = upload_frame(stack.http(), pd.DataFrame({"v": np.arange(40.0)}))
-    too_long = {
-        "dataset_id": series,
-        "task": "forecasting",
-        "target": "v",
-        "window": 50,
-        "horizon": 5,
-        "model": {"kind": "rnn"},
-    }
-    response = stack.http().post("/jobs", json=too_long)
-    assert response.status_code == 422, response.text
-    assert "40" in response.json()["detail"]
