@@ -44,7 +44,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "cnn": {
         "model": {"kind": "cnn", "architecture": "simple"},
         "optimizer": {"name": "adam", "lr": 1e-3},
-        "training": {"epochs": 8, "batch_size": 128},
+        "training": {"epochs": 12, "batch_size": 128, "lr_schedule": {"name": "cosine"}},
         "target": 0.992,
     },
     "cnn_elastic": {

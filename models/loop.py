@@ -30,6 +30,7 @@ from models.base import (
 )
 from models.checkpoint import restore_optimizer_state
 from models.metrics import classification_metrics, regression_metrics
+from models.schedules import LRScheduler
 from models.specs import TrainingSpec
 
 EVAL_BATCH = 8192
@@ -148,6 +149,8 @@ def fit(
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs = 0
 
+    scheduler = LRScheduler(optimizer, training.lr_schedule, training.epochs)  # before resume
+    clip = training.clip_grad_norm
     resumed = reporter.resume()
     if resumed is not None:
         state = resumed.model_state
@@ -190,7 +193,9 @@ def fit(
         # host synchronisation per batch beyond the step itself.
         losses: list[torch.Tensor] = []
         sizes: list[int] = []
+        batches = -(-n // training.batch_size)
         for i in range(0, n, training.batch_size):
+            scheduler.update(epoch, i // training.batch_size, batches)
             idx = perm[i : i + training.batch_size]
             if skip_single and len(idx) < 2:
                 continue  # BatchNorm cannot normalise a batch of one
@@ -202,6 +207,8 @@ def fit(
             objective_value = loss + penalty() if penalty is not None else loss
             optimizer.zero_grad(set_to_none=True)
             objective_value.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(network.parameters(), clip)
             optimizer.step()
             losses.append(loss.detach())
             sizes.append(len(idx))
@@ -217,6 +224,8 @@ def fit(
             )
         val = evaluate(network, objective, data.val)
         metrics = history_metrics("val", val)
+        if training.lr_schedule is not None:
+            metrics["lr"] = scheduler.lr
         val_loss = val.get("loss")
         reporter.epoch_end(
             EpochRecord(epoch, train_loss, val_loss, metrics, time.perf_counter() - started)

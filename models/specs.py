@@ -159,6 +159,27 @@ class EarlyStoppingSpec(StrictModel):
         return _finite(value, "min_delta")
 
 
+class LRScheduleSpec(StrictModel):
+    """How the optimizer's `lr` changes over training (a factor applied to it)."""
+
+    name: Literal["step", "exponential", "cosine"] = Field(
+        description="`step`: times `gamma` every `step_size` epochs; `exponential`: times "
+        "`gamma` every epoch; `cosine`: from 1 down to `min_factor`, batch by batch."
+    )
+    step_size: int = Field(1, ge=1, le=MAX_EPOCHS, description="Epochs per step (`step`).")
+    gamma: float = Field(0.1, gt=0, le=1, description="Decay factor (`step`, `exponential`).")
+    min_factor: float = Field(0.0, ge=0, le=1, description="Final factor of `cosine`.")
+    warmup_epochs: float = Field(
+        0.0, ge=0, le=MAX_EPOCHS, description="Linear warm-up from 0 over this many epochs."
+    )
+
+    @model_validator(mode="after")
+    def _finite_values(self) -> LRScheduleSpec:
+        for name in ("gamma", "min_factor", "warmup_epochs"):
+            _finite(getattr(self, name), name)
+        return self
+
+
 class TrainingSpec(StrictModel):
     epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="Passes over the training part.")
     batch_size: int = Field(32, ge=1, le=MAX_BATCH_SIZE, description="Mini-batch size.")
@@ -182,6 +203,15 @@ class TrainingSpec(StrictModel):
     early_stopping: EarlyStoppingSpec | None = Field(
         None, description="Stop when validation loss stops improving (needs validation_split > 0)."
     )
+    lr_schedule: LRScheduleSpec | None = Field(
+        None, description="Learning-rate schedule (default: the optimizer's `lr` throughout)."
+    )
+    clip_grad_norm: float | None = Field(
+        None,
+        gt=0,
+        le=1e6,
+        description="Rescale the gradients so their global L2 norm is at most this (RNNs).",
+    )
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> TrainingSpec:
@@ -191,6 +221,8 @@ class TrainingSpec(StrictModel):
             raise ValueError("validation_split + test_split must leave at least 5% for training")
         if self.early_stopping is not None and self.validation_split == 0:
             raise ValueError("early_stopping needs validation_split > 0")
+        if self.clip_grad_norm is not None:
+            _finite(self.clip_grad_norm, "clip_grad_norm")
         return self
 
 

@@ -210,3 +210,34 @@ def test_bundle_round_trip_predicts_the_same(iris_csv: DataSource, tmp_path: Pat
     assert predictor.predict(frame.iloc[:5].to_numpy().tolist()) == out
     with pytest.raises(InputError, match="missing columns"):
         predictor.predict([{"sepal length (cm)": 1.0}])
+
+
+def test_lr_schedule_reaches_the_optimizer_and_the_history(
+    iris_csv: DataSource, tmp_path: Path
+) -> None:
+    spec = iris_spec(lr_schedule={"name": "step", "step_size": 2, "gamma": 0.5})
+    reporter = MemoryReporter(tmp_path)
+    get_kind("mlp").train(spec, prepare_data(spec, iris_csv, None), reporter)
+    lrs = [record.metrics["lr"] for record in reporter.records]
+    assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025])
+
+
+def test_clip_grad_norm_bounds_every_step(
+    iris_csv: DataSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    norms: list[float] = []
+    original = torch.optim.Adam.step
+
+    def step(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
+        grads = [p.grad for group in self.param_groups for p in group["params"]]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return original(self, *args, **kwargs)
+
+    spec = iris_spec(clip_grad_norm=0.05)
+    data = prepare_data(spec, iris_csv, None)
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    get_kind("mlp").train(spec, data, MemoryReporter(tmp_path))
+    assert norms and max(norms) <= 0.05 * (1 + 1e-4)
+    norms.clear()
+    get_kind("mlp").train(iris_spec(), data, MemoryReporter(tmp_path))
+    assert max(norms) > 0.05  # without the option the same steps are larger
