@@ -30,7 +30,8 @@ class Cancelled(Exception):
 @dataclass
 class Split:
     x: torch.Tensor  # (N, F) float32
-    y: torch.Tensor  # (N,) int64 class indices, or (N,) float32 standardised targets
+    y: torch.Tensor  # (N,) int64 class indices, (N,) float32 standardised targets, or
+    # (N, horizon) float32 for forecasting
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -55,6 +56,16 @@ class PreparedData:
     preprocessing: dict[str, Any] = field(default_factory=dict)  # JSON, applied at predict
     input_schema: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] = field(default_factory=dict)  # {"labels": [...]} or {"target": ...}
+    # Reference forecasts' metrics per split, merged into the final metrics (forecasting:
+    # {"test": {"naive_rmse": ..., "seasonal_naive_rmse": ...}}).
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def num_outputs(self) -> int:
+        """Network outputs: one logit per class, `horizon` values (forecasting), or one."""
+        if self.task == "classification" and self.num_classes:
+            return int(self.num_classes)
+        return int(self.train.y.shape[1]) if self.train.y.dim() == 2 else 1
 
     def to(self, device: torch.device) -> PreparedData:
         """The same data with every split on `device` (moved once, before training)."""

@@ -70,7 +70,7 @@ class Predictor:
                 "probabilities": json_safe(probs.tolist()),
                 "labels": self.labels,
             }
-        values = self.objective.unscale(out.squeeze(-1))
+        values = self.objective.unscale(self.objective.values(out))  # (N,) or (N, horizon)
         return {"predictions": json_safe(values.tolist())}
 
 

@@ -242,7 +242,7 @@ def _feature_layers(layers: Sequence[LayerSpec], input_shape: Shape) -> nn.Seque
     return nn.Sequential(*modules)
 
 
-def _dense_head(
+def dense_head(
     in_features: int, hidden: Sequence[int], dropout: float, activation: str, num_outputs: int
 ) -> nn.Sequential:
     modules: list[nn.Module] = []
@@ -281,7 +281,7 @@ def _resnet(input_shape: Shape, num_outputs: int, widths: Sequence[int], blocks:
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(module, BasicBlock):  # each block starts as the identity (Goyal 2017)
             nn.init.zeros_(module.bn2.weight)
-    return ConvNet(features, _dense_head(channels, [], 0.0, "relu", num_outputs), input_shape)
+    return ConvNet(features, dense_head(channels, [], 0.0, "relu", num_outputs), input_shape)
 
 
 def network_config(spec: CNNSpec, input_shape: Shape, num_outputs: int) -> dict[str, Any]:
@@ -316,7 +316,7 @@ def build(config: dict[str, Any]) -> nn.Module:
         head = {k: config[k] for k in ("head", "head_dropout", "activation")}
     features = _feature_layers(layers, input_shape)
     flat = math.prod(plan_layers(layers, input_shape)[-1])
-    dense = _dense_head(flat, head["head"], head["head_dropout"], head["activation"], num_outputs)
+    dense = dense_head(flat, head["head"], head["head_dropout"], head["activation"], num_outputs)
     return ConvNet(features, dense, input_shape)
 
 
@@ -443,7 +443,7 @@ def train(
         check_cnn_spec(model, input_shape)
     except SpecError as error:
         raise TrainingError(str(error)) from error
-    num_outputs = int(data.num_classes) if data.task == "classification" and data.num_classes else 1
+    num_outputs = data.num_outputs
     config = network_config(model, input_shape, num_outputs)
     torch.manual_seed(spec.training.seed)
     net = build(config).to(x.device)

@@ -51,7 +51,7 @@ class Objective:
             if out.shape[-1] == 1:  # (B, 1) logit of class 1
                 return F.binary_cross_entropy_with_logits(out.squeeze(-1), y.to(out.dtype))
             return F.cross_entropy(out, y)  # (B, C) logits
-        return F.mse_loss(out.squeeze(-1), y)
+        return F.mse_loss(self.values(out), y)
 
     def loss_scale(self) -> float:
         """Regression trains on standardised targets; report losses in the target's units."""
@@ -63,6 +63,10 @@ class Objective:
             return torch.stack([1 - p1, p1], dim=-1)  # (N, 2)
         return torch.softmax(out.double(), dim=-1)  # (N, C)
 
+    def values(self, out: torch.Tensor) -> torch.Tensor:
+        """Regression (B, 1) -> (B,); forecasting keeps (B, horizon)."""
+        return out if self.task == "forecasting" else out.squeeze(-1)
+
     def unscale(self, values: torch.Tensor) -> torch.Tensor:
         return values.double() * self.target_std + self.target_mean
 
@@ -72,7 +76,7 @@ class Objective:
         if self.task == "classification":
             assert self.num_classes is not None
             return classification_metrics(y.cpu(), self.probabilities(out).cpu(), self.num_classes)
-        return regression_metrics(self.unscale(y).cpu(), self.unscale(out.squeeze(-1)).cpu())
+        return regression_metrics(self.unscale(y).cpu(), self.unscale(self.values(out)).cpu())
 
 
 @torch.inference_mode()
@@ -96,11 +100,15 @@ def evaluate(network: nn.Module, objective: Objective, split: Split | None) -> d
 def final_metrics(
     network: nn.Module, objective: Objective, data: PreparedData
 ) -> dict[str, dict[str, Any]]:
-    return {
+    metrics = {
         "train": evaluate(network, objective, data.train),
         "validation": evaluate(network, objective, data.val),
         "test": evaluate(network, objective, data.test),
     }
+    for part, baseline in data.baselines.items():
+        if metrics[part]:
+            metrics[part].update(baseline)
+    return metrics
 
 
 def history_metrics(prefix: str, metrics: dict[str, Any]) -> dict[str, Any]:

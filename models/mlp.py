@@ -56,7 +56,12 @@ def build(config: dict[str, Any]) -> nn.Module:
     nn.init.xavier_uniform_(head.weight)
     nn.init.zeros_(head.bias)
     layers.append(head)
-    return nn.Sequential(nn.Flatten(), *layers)
+    net = nn.Sequential(nn.Flatten(), *layers)
+    if config.get("forecast_residual"):
+        from models.sequences import LastValueResidual  # sequences imports this module
+
+        return LastValueResidual(net)
+    return net
 
 
 def train(
@@ -64,9 +69,7 @@ def train(
 ) -> TrainResult:
     model = spec.model
     assert isinstance(model, MLPSpec)
-    out_features = (
-        int(data.num_classes) if data.task == "classification" and data.num_classes else 1
-    )
+    out_features = data.num_outputs
     config = {
         "in_features": data.num_features,
         "out_features": out_features,
@@ -75,6 +78,7 @@ def train(
         "dropout": model.dropout,
         "batch_norm": model.batch_norm,
         "init": model.resolved_init(),
+        "forecast_residual": data.task == "forecasting",
     }
     torch.manual_seed(spec.training.seed)
     net = build(config).to(data.train.x.device)

@@ -24,7 +24,7 @@ from models.preprocessing import (
     regression_target,
     validate_columns,
 )
-from models.specs import CNNSpec, JobSpec
+from models.specs import CNNSpec, JobSpec, RNNSpec
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,16 @@ def split_indices(n: int, *, validation: float, test: float, seed: int) -> Rows:
 
 
 def prepare_data(spec: JobSpec, source: DataSource, test_source: DataSource | None) -> PreparedData:
+    from models import sequences  # it builds on this module
+
+    if spec.task == "forecasting":
+        if not source.is_table:
+            raise DataError("forecasting reads a time series from a table (CSV or Parquet)")
+        return sequences.prepare_forecasting(spec, source, test_source)
     if source.is_table:
         return _prepare_table(spec, source, test_source)
+    if isinstance(spec.model, RNNSpec):
+        return sequences.prepare_sequences(spec, source, test_source)
     if source.is_image_set or isinstance(spec.model, CNNSpec):
         return _prepare_images(spec, source, test_source)
     return _prepare_arrays(spec, source, test_source)
@@ -97,7 +105,7 @@ def _splits(
     return Split(x[train_rows], y[train_rows]), val, test
 
 
-def _split_rows(spec: JobSpec, n: int, *, has_test_dataset: bool) -> Rows:
+def split_rows(spec: JobSpec, n: int, *, has_test_dataset: bool) -> Rows:
     training = spec.training
     return split_indices(
         n,
@@ -115,7 +123,7 @@ class _FittedEncoder(Protocol):
     def input_schema(self) -> dict[str, Any]: ...
 
 
-def _assemble(
+def assemble(
     spec: JobSpec,
     encoding: str,
     encoder: _FittedEncoder,
@@ -151,10 +159,10 @@ def _prepare_table(
     if test_source is not None:
         frames.append(read_table(test_source.path, test_source.format))
         validate_columns(list(frames[1].columns), target=spec.target, features=features)
-    rows = _split_rows(spec, len(frames[0]), has_test_dataset=test_source is not None)
+    rows = split_rows(spec, len(frames[0]), has_test_dataset=test_source is not None)
     encoder = TabularPreprocessor.fit(frames[0].iloc[rows[0]], features=features)
     targets = [frame[spec.target] for frame in frames]
-    return _assemble(spec, "table", encoder, frames, targets, rows)
+    return assemble(spec, "table", encoder, frames, targets, rows)
 
 
 def _prepare_arrays(
@@ -163,10 +171,10 @@ def _prepare_arrays(
     arrays = [read_arrays(source.path)]
     if test_source is not None:
         arrays.append(read_arrays(test_source.path))
-    rows = _split_rows(spec, len(arrays[0][0]), has_test_dataset=test_source is not None)
+    rows = split_rows(spec, len(arrays[0][0]), has_test_dataset=test_source is not None)
     encoder = ArrayPreprocessor.fit(arrays[0][0][rows[0]])
     targets = [pd.Series(y, name="y") for _, y in arrays]
-    return _assemble(spec, "array", encoder, [x for x, _ in arrays], targets, rows)
+    return assemble(spec, "array", encoder, [x for x, _ in arrays], targets, rows)
 
 
 def _read_images(source: DataSource) -> ImageSet:
@@ -185,7 +193,7 @@ def _prepare_images(
                 f"the test images are {list(sets[1].x.shape[1:])} (C, H, W) but the training "
                 f"images are {list(sets[0].x.shape[1:])}"
             )
-    rows = _split_rows(spec, len(sets[0].x), has_test_dataset=test_source is not None)
+    rows = split_rows(spec, len(sets[0].x), has_test_dataset=test_source is not None)
     normalize = spec.model.normalize if isinstance(spec.model, CNNSpec) else None
     encoder = ImagePreprocessor.fit(
         sets[0].x[rows[0]],
@@ -200,7 +208,7 @@ def _prepare_images(
         )
         for images in sets
     ]
-    return _assemble(spec, "image", encoder, [images.x for images in sets], targets, rows)
+    return assemble(spec, "image", encoder, [images.x for images in sets], targets, rows)
 
 
 # Predict-time encoding ------------------------------------------------------------------
@@ -309,6 +317,10 @@ def load_input_encoder(preprocessing: dict[str, Any]) -> InputEncoder:
     kind = preprocessing.get("type")
     if kind == "image":
         return ImageInputEncoder(ImagePreprocessor.from_json(preprocessing))
+    if kind in ("sequence", "forecast"):
+        from models.sequences import load_sequence_encoder
+
+        return load_sequence_encoder(preprocessing)
     if kind == "table":
         return TableInputEncoder(TabularPreprocessor.from_json(preprocessing))
     if kind == "array":

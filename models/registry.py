@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from models import cnn, linear, mlp
+from models import cnn, linear, mlp, rnn
 from models.base import TrainResult
 
 
@@ -24,6 +24,7 @@ KINDS: dict[str, ModelKind] = {
     "linear": ModelKind("linear", linear.build, linear.train),
     "mlp": ModelKind("mlp", mlp.build, mlp.train),
     "cnn": ModelKind("cnn", cnn.build, cnn.train),
+    "rnn": ModelKind("rnn", rnn.build, rnn.train),
 }
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Activation = Literal["relu", "sigmoid", "tanh", "leaky_relu"]
-Task = Literal["regression", "classification"]
+Task = Literal["regression", "classification", "forecasting"]
 
 # Caps that keep one job from exhausting a worker; larger runs are a deliberate setting.
 MAX_EPOCHS = 10_000
@@ -514,8 +514,41 @@ class CNNSpec(StrictModel):
         return any(isinstance(layer, BatchNormLayerSpec) for layer in self.layers or [])
 
 
+class RNNSpec(StrictModel):
+    """Recurrent network over (N, T, F) sequences; the last step's hidden state (both
+    directions' when bidirectional) feeds a dense head."""
+
+    kind: Literal["rnn"]
+    cell: Literal["rnn", "lstm", "gru"] = Field("lstm", description="Elman RNN, LSTM or GRU.")
+    hidden_size: int = Field(64, ge=1, le=MAX_LAYER_WIDTH, description="Units per layer.")
+    num_layers: int = Field(1, ge=1, le=MAX_LAYERS, description="Stacked recurrent layers.")
+    bidirectional: bool = Field(False, description="Also read each sequence backwards.")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout between stacked layers (needs num_layers > 1)."
+    )
+    nonlinearity: Literal["tanh", "relu"] = Field(
+        "tanh", description="Activation of the plain `rnn` cell (LSTM and GRU have their own)."
+    )
+    head: list[Annotated[int, Field(ge=1, le=MAX_LAYER_WIDTH)]] = Field(
+        default_factory=list, max_length=MAX_LAYERS, description="Hidden widths of the head."
+    )
+    activation: Activation = Field("relu", description="Activation of the head's layers.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RNNSpec:
+        _finite(self.dropout, "dropout")
+        if self.dropout > 0 and self.num_layers == 1:
+            raise ValueError("dropout acts between stacked layers: it needs num_layers > 1")
+        if self.cell != "rnn" and self.nonlinearity != "tanh":
+            raise ValueError(f"nonlinearity applies to the plain rnn cell, not {self.cell}")
+        return self
+
+
+MAX_WINDOW = 10_000
+MAX_HORIZON = 1_000
+
 ModelSpec = Annotated[
-    LinearSpec | MLPSpec | CNNSpec,
+    LinearSpec | MLPSpec | CNNSpec | RNNSpec,
     Field(discriminator="kind", description="The model, chosen by `kind`."),
 ]
 
@@ -537,6 +570,23 @@ class JobSpec(StrictModel):
         max_length=100_000,
         description="Input columns (default: every column but the target).",
     )
+    window: int | None = Field(
+        None, ge=1, le=MAX_WINDOW, description="Forecasting: past steps the model sees."
+    )
+    horizon: int | None = Field(
+        None, ge=1, le=MAX_HORIZON, description="Forecasting: steps ahead to predict (default 1)."
+    )
+    time_column: Name | None = Field(
+        None,
+        description="Forecasting: column giving the time order (numbers or dates); default: the "
+        "file's row order. It is not an input.",
+    )
+    seasonal_period: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_WINDOW,
+        description="Forecasting: season length in steps, for the seasonal-naive baseline metric.",
+    )
     model: ModelSpec
     optimizer: OptimizerSpec = Field(
         default_factory=lambda: AdamSpec(name="adam"), description="Default: Adam, lr 0.001."
@@ -556,9 +606,43 @@ class JobSpec(StrictModel):
             raise ValueError("batch_norm needs batch_size of at least 2")
         if isinstance(model, CNNSpec) and model.uses_batch_norm() and self.training.batch_size < 2:
             raise ValueError("batch_norm (and resnet) needs batch_size of at least 2")
+        self._check_forecasting()
         if self.features is not None:
             if len(set(self.features)) != len(self.features):
                 raise ValueError("features contains a column twice")
             if self.target is not None and self.target in self.features:
                 raise ValueError(f"target {self.target!r} cannot also be a feature")
         return self
+
+    def _check_forecasting(self) -> None:
+        forecast_fields = {
+            "window": self.window,
+            "horizon": self.horizon,
+            "time_column": self.time_column,
+            "seasonal_period": self.seasonal_period,
+        }
+        if self.task != "forecasting":
+            given = [name for name, value in forecast_fields.items() if value is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} belong to task 'forecasting' only")
+            return
+        if self.window is None or self.target is None:
+            raise ValueError("task 'forecasting' needs 'target' (the column) and 'window'")
+        if not isinstance(self.model, RNNSpec | MLPSpec):
+            raise ValueError(
+                f"task 'forecasting' trains an rnn or an mlp on windows, not {self.model.kind}"
+            )
+        if self.time_column is not None and self.time_column in (
+            self.target,
+            *(self.features or []),
+        ):
+            raise ValueError(f"time_column {self.time_column!r} cannot also be an input")
+        if self.seasonal_period is not None and self.seasonal_period > self.window:
+            raise ValueError(
+                f"seasonal_period ({self.seasonal_period}) cannot exceed window ({self.window}): "
+                "the seasonal-naive baseline reads one season back from the window"
+            )
+
+    @property
+    def resolved_horizon(self) -> int:
+        return self.horizon or 1

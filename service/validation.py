@@ -10,7 +10,7 @@ from models.data import DataError
 from models.images import image_layout, to_nchw
 from models.prepare import IMAGE_FORMATS
 from models.preprocessing import validate_columns
-from models.specs import CNNSpec, JobSpec
+from models.specs import CNNSpec, JobSpec, RNNSpec
 from service.errors import Unprocessable
 from service.tables import Dataset
 
@@ -18,6 +18,13 @@ NUMERIC = ("integer", "float", "boolean")
 
 
 def check_job(spec: JobSpec, dataset: Dataset, test_dataset: Dataset | None) -> None:
+    if spec.task == "forecasting":
+        _check_series(spec, dataset)
+        if test_dataset is not None:
+            _check_series(spec, test_dataset)
+        return
+    if isinstance(spec.model, RNNSpec):
+        _check_sequences(dataset)
     if dataset.columns is not None:
         _check_table(spec, dataset)
     elif dataset.format in IMAGE_FORMATS:
@@ -68,6 +75,48 @@ def _check_arrays(spec: JobSpec, dataset: Dataset) -> None:
     y_dtype = str(shape.get("y_dtype", ""))
     if spec.task == "regression" and not y_dtype.startswith(("int", "uint", "float", "bool")):
         raise Unprocessable(f"regression target y must be numeric; its dtype is {y_dtype}")
+
+
+def _check_series(spec: JobSpec, dataset: Dataset) -> None:
+    """A forecasting job's table: numeric, complete input columns and enough rows."""
+    assert spec.window is not None
+    if dataset.columns is None:
+        raise Unprocessable(
+            "forecasting reads a time series from a table (CSV or Parquet); this dataset "
+            f"is {dataset.format}"
+        )
+    columns = {c["name"]: c for c in dataset.columns}
+    wanted = [spec.target, *(spec.features or []), spec.time_column]
+    unknown = [name for name in wanted if name is not None and name not in columns]
+    if unknown:
+        raise Unprocessable(
+            f"unknown columns: {', '.join(map(str, unknown))} (the table has: {', '.join(columns)})"
+        )
+    for name in [spec.target, *(spec.features or [])]:
+        column = columns[name]
+        if column["dtype"] not in NUMERIC:
+            raise Unprocessable(f"forecasting needs numeric columns; {name!r} is {column['dtype']}")
+        if column["missing"]:
+            raise Unprocessable(
+                f"column {name!r} has {column['missing']} missing values; a forecast needs a "
+                "complete series"
+            )
+    horizon = spec.resolved_horizon
+    if spec.window + horizon > dataset.num_rows:
+        raise Unprocessable(
+            f"window ({spec.window}) + horizon ({horizon}) is longer than the series "
+            f"({dataset.num_rows} rows)"
+        )
+
+
+def _check_sequences(dataset: Dataset) -> None:
+    dims = (dataset.shape or {}).get("x") or []
+    if dataset.columns is not None or dataset.format in IMAGE_FORMATS or len(dims) not in (2, 3):
+        what = "a table" if dataset.columns is not None else f"x of shape {dims}"
+        raise Unprocessable(
+            f"the rnn kind trains on sequences, and the dataset holds {what}: upload an NPZ "
+            "with x shaped (N, T, F) or (N, T), or use task 'forecasting' on a time series"
+        )
 
 
 def _check_image_set(spec: JobSpec, dataset: Dataset) -> None:
