@@ -560,7 +560,9 @@ class JobSpec(StrictModel):
     test_dataset_id: Identifier | None = Field(
         None, description="Separate dataset used only for the final test."
     )
-    task: Task = Field(description="`regression` or `classification`.")
+    task: Task = Field(
+        description="`regression`, `classification` or `forecasting` (a table time series)."
+    )
     target: Name | None = Field(
         None,
         description="Target column (tables). Arrays (NPZ) use `y` and leave this empty.",
