@@ -49,7 +49,10 @@ def detect_format(filename: str) -> str:
     suffix = Path(filename).suffix.lower()
     if suffix not in FORMATS:
         found = f"{suffix!r} ({filename!r})" if suffix else f"({filename!r} has no extension)"
-        raise DataError(f"unsupported file format {found}: upload .csv, .parquet (or .pq) or .npz")
+        raise DataError(
+            f"unsupported file format {found}: upload .csv, .parquet (or .pq) or .npz, two "
+            "MNIST IDX files, or a zip/tar of IDX files or of class folders of images"
+        )
     return FORMATS[suffix]
 
 

@@ -36,7 +36,7 @@ from PIL import Image, UnidentifiedImageError
 # From models.base, where prepare.py gets it too: importing models.prepare here would be
 # circular once prepare.py reads image datasets.
 from models.base import InputError
-from models.data import DataError, read_arrays
+from models.data import DataError, detect_format, read_arrays
 
 _IDX_IMAGES = 0x00000803  # unsigned bytes, 3 dimensions: (N, H, W)
 _IDX_LABELS = 0x00000801  # unsigned bytes, 1 dimension: (N,)
@@ -645,10 +645,8 @@ def load_image_upload(
             return _archive_upload(dest, limits)
         finally:
             shutil.rmtree(dest, ignore_errors=True)  # everything is in memory now
-    raise DataError(
-        f"{name!r} is not an image dataset: upload two IDX files, a zip or tar archive of class "
-        "folders (or of two IDX files), or an NPZ file with arrays x and y"
-    )
+    detect_format(name)  # the error that lists every format
+    raise DataError(f"{name!r} is not a dataset Keiko reads")
 
 
 def _upload_kind(path: Path) -> str | None:

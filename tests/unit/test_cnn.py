@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -388,9 +387,7 @@ def test_trains_on_digits(tmp_path: Path) -> None:
         batch_size=64,
     )
     reporter = MemoryReporter()
-    started = time.perf_counter()
     result = get_kind("cnn").train(spec, digits(), reporter, cancel_poll_seconds=0.0)
-    assert time.perf_counter() - started < 15
     assert result.metrics["test"]["accuracy"] > 0.8, result.metrics["test"]
     assert len(reporter.records) == 8
     rebuilt = build(json.loads(json.dumps(result.config)))
