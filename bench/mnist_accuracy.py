@@ -34,6 +34,15 @@ from tests.stack import ROOT, Stack, stack_env
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
+
+def _conv_block(channels: int) -> list[dict[str, Any]]:
+    conv = {"type": "conv", "out_channels": channels, "kernel_size": 3, "padding": 1}
+    return [conv, {"type": "batch_norm"}, {"type": "relu"}, {"type": "max_pool", "kernel_size": 2}]
+
+
+# Three 3x3 conv + batch norm + ReLU + 2x2 max-pool blocks (28 -> 14 -> 7 -> 3).
+SMALL_BN = [*_conv_block(32), *_conv_block(64), *_conv_block(128), {"type": "dropout", "p": 0.25}]
+
 RUNS: dict[str, dict[str, Any]] = {
     "mlp": {
         "model": {"kind": "mlp", "hidden_layers": [800], "activation": "relu", "dropout": 0.2},
@@ -41,16 +50,24 @@ RUNS: dict[str, dict[str, Any]] = {
         "training": {"epochs": 20, "batch_size": 128},
         "target": 0.980,
     },
-    "cnn": {
+    "cnn_simple": {  # PyTorch's MNIST example network: about 99.0-99.1 %, short of 99.2 %
         "model": {"kind": "cnn", "architecture": "simple"},
         "optimizer": {"name": "adam", "lr": 1e-3},
         "training": {"epochs": 12, "batch_size": 128, "lr_schedule": {"name": "cosine"}},
         "target": 0.992,
     },
+    "cnn": {
+        "model": {"kind": "cnn", "layers": SMALL_BN, "head": [256], "head_dropout": 0.5},
+        "optimizer": {"name": "adam", "lr": 1e-3},
+        "training": {"epochs": 8, "batch_size": 128, "lr_schedule": {"name": "cosine"}},
+        "target": 0.992,
+    },
     "cnn_elastic": {
         "model": {
             "kind": "cnn",
-            "architecture": "simple",
+            "layers": SMALL_BN,
+            "head": [256],
+            "head_dropout": 0.5,
             "augmentation": {
                 "rotation": 8,
                 "translate": 0.08,
@@ -58,7 +75,7 @@ RUNS: dict[str, dict[str, Any]] = {
             },
         },
         "optimizer": {"name": "adam", "lr": 1e-3},
-        "training": {"epochs": 40, "batch_size": 128},
+        "training": {"epochs": 20, "batch_size": 128, "lr_schedule": {"name": "cosine"}},
         "target": 0.995,
     },
 }
