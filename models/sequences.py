@@ -279,7 +279,7 @@ def prepare_forecasting(
         parts["test"] = windows(_series(spec, test_source, columns), window, horizon)
     else:
         parts["test"] = (x[test], y[test])
-    # Statistics of the rows the training windows and their targets cover.
+    # Statistics of the rows the training windows' inputs cover (nothing later).
     covered = _series_rows(x[train])
     mean, std = _stats(covered)
     encoder = ForecastPreprocessor(

@@ -4,6 +4,7 @@ its horizon."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,16 @@ from models.registry import get_kind
 from models.rnn import build
 from models.specs import JobSpec
 from tests.unit.test_training import MemoryReporter
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Small recurrent steps gain nothing from intra-op threads, and on a busy machine the
+    threads' contention made these tests 3 to 30 times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def spike_sequences(path: Path, n: int = 300, seed: int = 0) -> DataSource:
@@ -87,7 +98,9 @@ def test_sequence_regression(tmp_path: Path) -> None:
     assert result.metrics["test"]["r2"] > 0.9
 
 
-def seasonal_csv(path: Path, rows: int = 360) -> DataSource:
+def seasonal_csv(path: Path, rows: int = 600) -> DataSource:
+    """Trend + a season of 12 steps + noise (sd 0.3): the best possible rmse is about 0.3,
+    seasonal naive pays the noise twice plus a season's trend (about 0.45)."""
     rng = np.random.default_rng(0)
     t = np.arange(rows)
     values = 10 + 0.02 * t + 3 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 0.3, rows)
@@ -95,7 +108,10 @@ def seasonal_csv(path: Path, rows: int = 360) -> DataSource:
     return DataSource(path, "csv")
 
 
-def test_lstm_forecast_beats_seasonal_naive_and_predicts_its_horizon(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("horizon", "epochs"), [(1, 60), (3, 30)])
+def test_lstm_forecast_beats_seasonal_naive_and_predicts_its_horizon(
+    horizon: int, epochs: int, tmp_path: Path
+) -> None:
     spec = JobSpec.model_validate(
         {
             "dataset_id": "d",
@@ -103,12 +119,12 @@ def test_lstm_forecast_beats_seasonal_naive_and_predicts_its_horizon(tmp_path: P
             "target": "v",
             "time_column": "t",
             "window": 24,
-            "horizon": 3,
+            "horizon": horizon,
             "seasonal_period": 12,
             "model": {"kind": "rnn", "cell": "lstm", "hidden_size": 32},
             "optimizer": {"name": "adam", "lr": 0.01},
             "training": {
-                "epochs": 30,
+                "epochs": epochs,
                 "batch_size": 32,
                 "validation_split": 0.1,
                 "test_split": 0.2,
@@ -120,7 +136,8 @@ def test_lstm_forecast_beats_seasonal_naive_and_predicts_its_horizon(tmp_path: P
     data = prepare_data(spec, source, None)
     result = get_kind("rnn").train(spec, data, MemoryReporter(tmp_path))
     test = result.metrics["test"]
-    assert test["rmse"] < test["seasonal_naive_rmse"] < test["naive_rmse"]
+    assert test["rmse"] < 0.9 * test["seasonal_naive_rmse"]
+    assert test["seasonal_naive_rmse"] < test["naive_rmse"]
 
     save_bundle(tmp_path / "model.safetensors", kind="rnn", data=data, result=result)
     predictor = load_bundle(
@@ -130,6 +147,6 @@ def test_lstm_forecast_beats_seasonal_naive_and_predicts_its_horizon(tmp_path: P
     )
     last = pd.read_csv(source.path)["v"].to_numpy()[-24:]
     answer = predictor.predict([last.tolist(), [[v] for v in last]])
-    assert np.array(answer["predictions"]).shape == (2, 3)
+    assert np.array(answer["predictions"]).shape == (2, horizon)
     assert answer["predictions"][0] == answer["predictions"][1]
     assert abs(answer["predictions"][0][0] - last[-12]) < 2.0  # about one season back
