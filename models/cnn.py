@@ -19,9 +19,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from models.base import PreparedData, Reporter, TrainingError, TrainResult
-from models.loop import Objective, fit
+from models.loop import train_network
 from models.mlp import LEAKY_SLOPE, activation_layer
-from models.optimizers import build_optimizer
 from models.specs import (
     AugmentationSpec,
     BatchNormLayerSpec,
@@ -445,20 +444,14 @@ def train(
         raise TrainingError(str(error)) from error
     num_outputs = data.num_outputs
     config = network_config(model, input_shape, num_outputs)
-    torch.manual_seed(spec.training.seed)
-    net = build(config).to(x.device)
-    optimizer = build_optimizer(spec.optimizer, net.parameters())
-    objective = Objective(data.task, data.num_classes, data.target_std, data.target_mean)
     generator = torch.Generator(device=x.device).manual_seed(spec.training.seed)
     augment = build_augmentation(model.augmentation, input_shape, generator)
-    return fit(
-        net,
-        optimizer,
-        objective,
-        data,
-        spec.training,
-        reporter,
+    return train_network(
+        build,
         config,
+        spec,
+        data,
+        reporter,
         batch_transform=augment,
         cancel_poll_seconds=cancel_poll_seconds,
     )

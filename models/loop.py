@@ -30,8 +30,9 @@ from models.base import (
 )
 from models.checkpoint import restore_optimizer_state
 from models.metrics import classification_metrics, regression_metrics
+from models.optimizers import build_optimizer
 from models.schedules import LRScheduler
-from models.specs import TrainingSpec
+from models.specs import JobSpec, TrainingSpec
 
 EVAL_BATCH = 8192
 HISTORY_METRICS = ("accuracy", "f1", "log_loss", "mse", "rmse", "mae", "r2")
@@ -256,6 +257,35 @@ def fit(
     if best_state is not None:
         network.load_state_dict(best_state)
     return TrainResult(network, config, final_metrics(network, objective, data), epoch)
+
+
+def train_network(
+    build: Callable[[dict[str, Any]], nn.Module],
+    config: dict[str, Any],
+    spec: JobSpec,
+    data: PreparedData,
+    reporter: Reporter,
+    *,
+    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    cancel_poll_seconds: float = 1.0,
+) -> TrainResult:
+    """Seed, build the network from `config` on the data's device, and `fit` it with the
+    spec's optimizer and the task's objective."""
+    torch.manual_seed(spec.training.seed)
+    net = build(config).to(data.train.x.device)
+    optimizer = build_optimizer(spec.optimizer, net.parameters())
+    objective = Objective(data.task, data.num_classes, data.target_std, data.target_mean)
+    return fit(
+        net,
+        optimizer,
+        objective,
+        data,
+        spec.training,
+        reporter,
+        config,
+        batch_transform=batch_transform,
+        cancel_poll_seconds=cancel_poll_seconds,
+    )
 
 
 def _has_batch_norm(network: nn.Module) -> bool:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import torch
 from torch import nn
 
 from models.base import PreparedData, Reporter, TrainResult
-from models.loop import Objective, fit
-from models.optimizers import build_optimizer
+from models.loop import train_network
+from models.sequences import LastValueResidual
 from models.specs import JobSpec, MLPSpec
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -58,8 +57,6 @@ def build(config: dict[str, Any]) -> nn.Module:
     layers.append(head)
     net = nn.Sequential(nn.Flatten(), *layers)
     if config.get("forecast_residual"):
-        from models.sequences import LastValueResidual  # sequences imports this module
-
         return LastValueResidual(net)
     return net
 
@@ -80,17 +77,6 @@ def train(
         "init": model.resolved_init(),
         "forecast_residual": data.task == "forecasting",
     }
-    torch.manual_seed(spec.training.seed)
-    net = build(config).to(data.train.x.device)
-    optimizer = build_optimizer(spec.optimizer, net.parameters())
-    objective = Objective(data.task, data.num_classes, data.target_std, data.target_mean)
-    return fit(
-        net,
-        optimizer,
-        objective,
-        data,
-        spec.training,
-        reporter,
-        config,
-        cancel_poll_seconds=cancel_poll_seconds,
+    return train_network(
+        build, config, spec, data, reporter, cancel_poll_seconds=cancel_poll_seconds
     )

@@ -6,6 +6,7 @@ parts never leak into training."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,7 +75,7 @@ def prepare_data(spec: JobSpec, source: DataSource, test_source: DataSource | No
         return sequences.prepare_sequences(spec, source, test_source)
     if source.is_image_set or isinstance(spec.model, CNNSpec):
         return _prepare_images(spec, source, test_source)
-    return _prepare_arrays(spec, source, test_source)
+    return prepare_arrays(spec, source, test_source)
 
 
 def _target_tensors(
@@ -165,16 +166,22 @@ def _prepare_table(
     return assemble(spec, "table", encoder, frames, targets, rows)
 
 
-def _prepare_arrays(
-    spec: JobSpec, source: DataSource, test_source: DataSource | None
+def prepare_arrays(
+    spec: JobSpec,
+    source: DataSource,
+    test_source: DataSource | None,
+    *,
+    encoding: str = "array",
+    fit: Callable[[np.ndarray], _FittedEncoder] = ArrayPreprocessor.fit,
 ) -> PreparedData:
+    """NPZ arrays x and y; `fit` builds the input encoder from the training rows of x."""
     arrays = [read_arrays(source.path)]
     if test_source is not None:
         arrays.append(read_arrays(test_source.path))
     rows = split_rows(spec, len(arrays[0][0]), has_test_dataset=test_source is not None)
-    encoder = ArrayPreprocessor.fit(arrays[0][0][rows[0]])
+    encoder = fit(arrays[0][0][rows[0]])
     targets = [pd.Series(y, name="y") for _, y in arrays]
-    return assemble(spec, "array", encoder, [x for x, _ in arrays], targets, rows)
+    return assemble(spec, encoding, encoder, [x for x, _ in arrays], targets, rows)
 
 
 def _read_images(source: DataSource) -> ImageSet:

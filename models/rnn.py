@@ -11,8 +11,7 @@ from torch import nn
 
 from models.base import PreparedData, Reporter, TrainingError, TrainResult
 from models.cnn import dense_head
-from models.loop import Objective, fit
-from models.optimizers import build_optimizer
+from models.loop import train_network
 from models.sequences import LastValueResidual
 from models.specs import JobSpec, RNNSpec
 
@@ -77,17 +76,6 @@ def train(
         "num_outputs": data.num_outputs,
         "forecast_residual": data.task == "forecasting",
     }
-    torch.manual_seed(spec.training.seed)
-    net = build(config).to(x.device)
-    optimizer = build_optimizer(spec.optimizer, net.parameters())
-    objective = Objective(data.task, data.num_classes, data.target_std, data.target_mean)
-    return fit(
-        net,
-        optimizer,
-        objective,
-        data,
-        spec.training,
-        reporter,
-        config,
-        cancel_poll_seconds=cancel_poll_seconds,
+    return train_network(
+        build, config, spec, data, reporter, cancel_poll_seconds=cancel_poll_seconds
     )

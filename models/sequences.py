@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from models.base import InputError, PreparedData, Split
-from models.data import DataError, read_arrays, read_table
+from models.data import DataError, read_table
 from models.metrics import regression_metrics
-from models.prepare import DataSource, assemble, split_rows
+from models.prepare import DataSource, prepare_arrays
 from models.specs import JobSpec
 
 _CHUNK_VALUES = 1 << 24  # standardise at most this many values at a time
@@ -97,13 +97,9 @@ def prepare_sequences(
     spec: JobSpec, source: DataSource, test_source: DataSource | None
 ) -> PreparedData:
     """NPZ sequences x (N, T, F) with one target y per sequence (classification or regression)."""
-    arrays = [read_arrays(source.path)]
-    if test_source is not None:
-        arrays.append(read_arrays(test_source.path))
-    rows = split_rows(spec, len(arrays[0][0]), has_test_dataset=test_source is not None)
-    encoder = SequencePreprocessor.fit(arrays[0][0][rows[0]])
-    targets = [pd.Series(y, name="y") for _, y in arrays]
-    return assemble(spec, "sequence", encoder, [x for x, _ in arrays], targets, rows)
+    return prepare_arrays(
+        spec, source, test_source, encoding="sequence", fit=SequencePreprocessor.fit
+    )
 
 
 # Forecasting ----------------------------------------------------------------------------

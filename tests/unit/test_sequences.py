@@ -13,6 +13,7 @@ import torch
 from models.base import InputError
 from models.data import DataError
 from models.prepare import DataSource, load_input_encoder, prepare_data
+from models.registry import get_kind
 from models.sequences import (
     LastValueResidual,
     SequencePreprocessor,
@@ -21,6 +22,7 @@ from models.sequences import (
     windows,
 )
 from models.specs import JobSpec
+from tests.unit.test_training import MemoryReporter
 
 
 def forecast_spec(**fields: object) -> JobSpec:
@@ -172,3 +174,21 @@ def test_forecast_encoder_takes_records_arrays_and_numbers(tmp_path: Path) -> No
 def test_forecasting_specs_that_cannot_work(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         forecast_spec(**fields)
+
+
+def test_mlp_forecasts_on_flattened_windows(tmp_path: Path) -> None:
+    t = np.arange(300)
+    path = tmp_path / "s.csv"
+    pd.DataFrame({"v": 0.05 * t + np.sin(2 * np.pi * t / 10)}).to_csv(path, index=False)
+    spec = forecast_spec(
+        window=20,
+        horizon=2,
+        model={"kind": "mlp", "hidden_layers": [32]},
+        optimizer={"name": "adam", "lr": 0.01},
+        training={"epochs": 40, "batch_size": 32, "validation_split": 0.0, "test_split": 0.2},
+    )
+    data = prepare_data(spec, DataSource(path, "csv"), None)
+    result = get_kind("mlp").train(spec, data, MemoryReporter(tmp_path))
+    test = result.metrics["test"]
+    assert test["rmse"] < test["naive_rmse"] / 3  # the trend carries past the training range
+    assert result.network(data.train.x[:5]).shape == (5, 2)
