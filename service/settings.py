@@ -45,6 +45,14 @@ class Settings(BaseSettings):
         32 << 20, ge=1, description="Largest multipart body of image files for prediction."
     )
     model_cache_size: int = Field(16, ge=1, description="Models kept in memory for prediction.")
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Intra-op threads of torch in each worker (default: torch's, one per core). "
+        "Lower it when workers share a CPU with other work: small networks slow down many "
+        "times over when their threads compete.",
+    )
     job_lease_seconds: float = Field(
         120, ge=1, description="A running job whose heartbeat is older than this is taken over."
     )

@@ -7,9 +7,11 @@ import os
 import socket
 import threading
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch._dynamo  # optimizers import it lazily (1.5 s): pay that at start-up, not per job
+from celery.signals import worker_init
 
 from models.base import Cancelled, TrainingError, resolve_device
 from models.data import DataError
@@ -19,13 +21,24 @@ from models.registry import get_kind
 from models.specs import JobSpec
 from service import repository
 from service.db import session_scope
-from service.settings import get_settings
+from service.settings import Settings, get_settings
 from service.storage import ArtifactStore
 from workers.artifacts import save_model
 from workers.celery_app import RUN_JOB, app
 from workers.reporter import JobReporter
 
 log = logging.getLogger(__name__)
+
+
+def apply_torch_threads(settings: Settings) -> None:
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
+        log.info("torch intra-op threads: %d", torch.get_num_threads())
+
+
+@worker_init.connect
+def _configure_torch(**_: Any) -> None:
+    apply_torch_threads(get_settings())
 
 
 class _Heartbeat(threading.Thread):
