@@ -15,7 +15,6 @@ import argparse
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -68,12 +67,7 @@ def main() -> None:
             }
             response = stack.http().post("/jobs", json=spec)
             assert response.status_code == 202, response.text
-            job_id = response.json()["id"]
-            while (job := stack.http().get(f"/jobs/{job_id}").json())["status"] in (
-                "queued",
-                "running",
-            ):
-                time.sleep(2)
+            job = stack.wait_for_job(response.json()["id"], timeout=3600)
         finally:
             stack.stop()
     assert job["status"] == "succeeded", job["error"]
