@@ -47,15 +47,21 @@ IMAGE_FORMATS = ("idx", "images")
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # (train, validation, test) row indices
 
 
-def split_indices(n: int, *, validation: float, test: float, seed: int) -> Rows:
-    """A seeded permutation cut into (train, validation, test) row indices."""
-    perm = np.random.default_rng(seed).permutation(n)
+def part_sizes(n: int, *, validation: float, test: float) -> tuple[int, int]:
+    """(validation, test) sizes of n examples; a requested part gets at least one once n >= 3."""
     n_test = round(n * test)
     n_val = round(n * validation)
     if test > 0 and n_test == 0 and n >= 3:
         n_test = 1
     if validation > 0 and n_val == 0 and n >= 3:
         n_val = 1
+    return n_val, n_test
+
+
+def split_indices(n: int, *, validation: float, test: float, seed: int) -> Rows:
+    """A seeded permutation cut into (train, validation, test) row indices."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = part_sizes(n, validation=validation, test=test)
     train = perm[n_test + n_val :]
     if len(train) == 0:
         raise DataError(f"the dataset has {n} rows: too few to split off validation and test")

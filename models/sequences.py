@@ -23,7 +23,7 @@ from torch import nn
 from models.base import InputError, PreparedData, Split
 from models.data import DataError, read_table
 from models.metrics import regression_metrics
-from models.prepare import DataSource, prepare_arrays
+from models.prepare import DataSource, part_sizes, prepare_arrays
 from models.specs import JobSpec
 
 _CHUNK_VALUES = 1 << 24  # standardise at most this many values at a time
@@ -169,12 +169,7 @@ def time_split(
 ) -> tuple[slice, slice, slice]:
     """(train, validation, test) window ranges in time order, with a gap of horizon - 1
     windows before each boundary so no target crosses into the next part."""
-    n_test = round(count * test)
-    n_val = round(count * validation)
-    if test > 0 and n_test == 0 and count >= 3:
-        n_test = 1
-    if validation > 0 and n_val == 0 and count >= 3:
-        n_val = 1
+    n_val, n_test = part_sizes(count, validation=validation, test=test)
     gap = horizon - 1
     test_start = count - n_test
     val_end = test_start - (gap if n_test else 0)
