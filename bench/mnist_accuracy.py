@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/mnist_accuracy.py mlp        # target >= 98.0 % (Simard: 98.4 %)
     .venv/bin/python bench/mnist_accuracy.py cnn        # target >= 99.2 %
-    .venv/bin/python bench/mnist_accuracy.py cnn_elastic  # target >= 99.5 % (Simard: 99.6 %)
+    .venv/bin/python bench/mnist_accuracy.py cnn_elastic_half  # target >= 99.5 % (Simard: 99.6 %)
 
 The files come from ../shared/data/mnist (not needed by the test suite).
 
@@ -88,6 +88,18 @@ RUNS: dict[str, dict[str, Any]] = {
         },
         "optimizer": {"name": "adam", "lr": 1e-3},
         "training": {"epochs": 20, "batch_size": 128, "lr_schedule": {"name": "cosine"}},
+        "target": 0.995,
+    },
+    "cnn_elastic_half": {  # Simard's distortion on half the images; the other half stay clean
+        "model": {
+            "kind": "cnn",
+            "layers": SMALL_BN[:-1],
+            "head": [256],
+            "head_dropout": 0.25,
+            "augmentation": {"elastic": {"alpha": 34, "sigma": 4}, "probability": 0.5},
+        },
+        "optimizer": {"name": "adam", "lr": 1e-3},
+        "training": {"epochs": 30, "batch_size": 128, "lr_schedule": {"name": "cosine"}},
         "target": 0.995,
     },
 }

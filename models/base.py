@@ -67,6 +67,19 @@ class PreparedData:
             return int(self.num_classes)
         return int(self.train.y.shape[1]) if self.train.y.dim() == 2 else 1
 
+    def interface(self) -> dict[str, Any]:
+        """What predict needs besides the weights: the task, the stored preprocessing, the
+        input schema and how outputs map back to labels or values."""
+        return {
+            "task": self.task,
+            "num_classes": self.num_classes,
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+            "preprocessing": self.preprocessing,
+            "input_schema": self.input_schema,
+            "output": self.output,
+        }
+
     def to(self, device: torch.device) -> PreparedData:
         """The same data with every split on `device` (moved once, before training)."""
         return replace(
@@ -92,6 +105,9 @@ class TrainResult:
     config: dict[str, Any]  # JSON that rebuilds `network` through the registry
     metrics: dict[str, dict[str, Any]]  # {"train": ..., "validation": ..., "test": ...}
     epochs_run: int
+    # What the model bundle records besides the weights, when there is no PreparedData to
+    # take it from (reinforcement learning): see PreparedData.interface.
+    interface: dict[str, Any] | None = None
 
 
 class Reporter(Protocol):

@@ -12,32 +12,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.base import InputError, PreparedData, TrainResult
+from models.base import InputError, TrainResult
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.loop import Objective, forward_all
 from models.metrics import json_safe
 from models.prepare import InputEncoder, load_input_encoder
+from models.rl import ObservationEncoder, PolicyPredictor
 
 FORMAT_VERSION = 1
 
-__all__ = ["InputError", "Predictor", "load_bundle", "save_bundle"]
+__all__ = ["InputError", "PolicyPredictor", "Predictor", "load_bundle", "save_bundle"]
 
 
-def save_bundle(path: Path, *, kind: str, data: PreparedData, result: TrainResult) -> str:
-    """Write the model bundle; returns the sha256 of the weights file."""
+def save_bundle(path: Path, *, kind: str, interface: dict[str, Any], result: TrainResult) -> str:
+    """Write the model bundle; returns the sha256 of the weights file. `interface` is
+    `PreparedData.interface()`, or the `TrainResult.interface` of an RL kind."""
     state = {k: v.detach() for k, v in result.network.state_dict().items()}
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "kind": kind,
-        "task": data.task,
-        "config": result.config,
-        "num_classes": data.num_classes,
-        "target_mean": data.target_mean,
-        "target_std": data.target_std,
-        "preprocessing": data.preprocessing,
-        "input_schema": data.input_schema,
-        "output": data.output,
-    }
+    meta = {"format_version": FORMAT_VERSION, "kind": kind, "config": result.config, **interface}
     return save_checkpoint(path, model_state=state, optimizer=None, meta=meta)
 
 
@@ -79,12 +70,15 @@ def load_bundle(
     *,
     expected_sha256: str | None,
     build: Callable[[str, dict[str, Any]], nn.Module],
-) -> Predictor:
+) -> Predictor | PolicyPredictor:
     checkpoint = load_checkpoint(path, expected_sha256=expected_sha256)
     meta = checkpoint.meta
     network = build(meta["kind"], meta["config"])
     network.load_state_dict(checkpoint.model_state)
     network.eval()
+    if meta["task"] == "reinforcement":
+        encoder = ObservationEncoder.from_json(meta["preprocessing"])
+        return PolicyPredictor(network, encoder, meta["env"])
     objective = Objective(
         meta["task"], meta["num_classes"], float(meta["target_std"]), float(meta["target_mean"])
     )

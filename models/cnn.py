@@ -406,7 +406,12 @@ class BatchAugmentation:
         grid = F.affine_grid(self._theta(x), list(x.shape), align_corners=False)
         if self.spec.elastic is not None:
             grid = grid + self._displacement(x)
-        return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+        distorted = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+        if self.spec.probability >= 1:
+            return distorted
+        # A mask rather than indexing the chosen images keeps the GPU free of host syncs.
+        chosen = self._rand((len(x),), x) < self.spec.probability
+        return torch.where(chosen.view(-1, 1, 1, 1), distorted, x)
 
 
 def build_augmentation(

@@ -56,6 +56,51 @@ def detect_format(filename: str) -> str:
     return FORMATS[suffix]
 
 
+MAX_DESCRIBED_CLASSES = 1_000
+
+
+def image_layout(x: np.ndarray) -> str:
+    """NHW, NHWC or NCHW: how an array of images is laid out, judged by its shape."""
+    if x.ndim == 3:
+        return "NHW"
+    if x.ndim == 4:
+        # Both axes 1 or 3 (e.g. (N, 3, 32, 3)) is ambiguous: NCHW wins, being PyTorch's own
+        # layout and far likelier than images 1 or 3 pixels wide.
+        if x.shape[1] in (1, 3):
+            return "NCHW"
+        if x.shape[3] in (1, 3):
+            return "NHWC"
+    raise DataError(
+        f"x has shape {list(x.shape)}; images must be (N, H, W), (N, H, W, C) or (N, C, H, W) "
+        "with C = 1 (grayscale) or 3 (RGB)"
+    )
+
+
+def image_geometry(shape: tuple[int, ...]) -> dict[str, Any] | None:
+    """Channels, height and width of an array of images shaped `shape`, or None when it
+    cannot be images. A 3-D array is read as (N, H, W) grayscale images here; the same array
+    given to an `rnn` job is (N, T, F) sequences."""
+    try:
+        layout = image_layout(np.empty((0, *shape[1:]), dtype=np.uint8))
+    except DataError:
+        return None
+    c, h, w = {"NHW": (1, 1, 2), "NCHW": (1, 2, 3), "NHWC": (3, 1, 2)}[layout]
+    channels = 1 if layout == "NHW" else int(shape[c])
+    return {"channels": channels, "height": int(shape[h]), "width": int(shape[w]), "layout": layout}
+
+
+def class_counts(
+    y: np.ndarray, names: list[str] | None = None
+) -> tuple[int, dict[str, int] | None]:
+    """The number of distinct labels in `y` and how many rows hold each (None past
+    MAX_DESCRIBED_CLASSES). `names[code]` names integer codes when given."""
+    labels, counts = np.unique(y, return_counts=True)
+    if len(labels) > MAX_DESCRIBED_CLASSES:
+        return len(labels), None
+    keys = [names[int(label)] if names is not None else str(label.item()) for label in labels]
+    return len(labels), dict(zip(keys, counts.tolist(), strict=True))
+
+
 def inspect_dataset(path: Path, fmt: str) -> DatasetInfo:
     """Parse the whole file, refuse what training could not use, and describe it."""
     if fmt == "npz":
@@ -70,6 +115,11 @@ def inspect_dataset(path: Path, fmt: str) -> DatasetInfo:
             "x_nonfinite": _count_nonfinite(x),
             "y_nonfinite": _count_nonfinite(y),
         }
+        # What a classification or image job will see: set only where it can apply.
+        if y.ndim == 1 and y.dtype.kind in "biuU":
+            shape["num_classes"], shape["class_counts"] = class_counts(y)
+        if x.ndim in (3, 4):
+            shape.update(image_geometry(x.shape) or {})
         return DatasetInfo(format=fmt, num_rows=int(x.shape[0]), columns=None, shape=shape)
     table = _load_table(path, fmt)
     columns = [_column_info(name, table.column(i)) for i, name in enumerate(table.column_names)]

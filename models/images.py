@@ -36,7 +36,7 @@ from PIL import Image, UnidentifiedImageError
 # From models.base, where prepare.py gets it too: importing models.prepare here would be
 # circular once prepare.py reads image datasets.
 from models.base import InputError
-from models.data import DataError, detect_format, read_arrays
+from models.data import DataError, class_counts, detect_format, image_layout, read_arrays
 
 _IDX_IMAGES = 0x00000803  # unsigned bytes, 3 dimensions: (N, H, W)
 _IDX_LABELS = 0x00000801  # unsigned bytes, 1 dimension: (N,)
@@ -55,7 +55,6 @@ _CHUNK_VALUES = 1 << 22  # values per step when scanning images: bounds float64 
 # (folders, macOS metadata) bounds the memory that listing takes.
 _TAR_ENTRIES_PER_FILE = 4
 # `describe` lists per-class counts up to this many distinct labels (a float y has thousands).
-MAX_DESCRIBED_CLASSES = 1_000
 
 
 @dataclass(frozen=True)
@@ -187,23 +186,6 @@ def _idx_kind(path: Path) -> str | None:
 
 
 # Arrays ---------------------------------------------------------------------------------
-
-
-def image_layout(x: np.ndarray) -> str:
-    """NHW, NHWC or NCHW: how an array of images is laid out, judged by its shape."""
-    if x.ndim == 3:
-        return "NHW"
-    if x.ndim == 4:
-        # Both axes 1 or 3 (e.g. (N, 3, 32, 3)) is ambiguous: NCHW wins, being PyTorch's own
-        # layout and far likelier than images 1 or 3 pixels wide.
-        if x.shape[1] in (1, 3):
-            return "NCHW"
-        if x.shape[3] in (1, 3):
-            return "NHWC"
-    raise DataError(
-        f"x has shape {list(x.shape)}; images must be (N, H, W), (N, H, W, C) or (N, C, H, W) "
-        "with C = 1 (grayscale) or 3 (RGB)"
-    )
 
 
 def to_nchw(x: np.ndarray, layout: str) -> np.ndarray:
@@ -723,20 +705,15 @@ def _dataset_root(folder: Path) -> Path:
 def describe(images: ImageSet) -> dict[str, Any]:
     """Shapes and per-class counts, for the dataset's description (plain JSON values)."""
     n, channels, height, width = (int(d) for d in images.x.shape)
-    labels, counts = np.unique(images.y, return_counts=True)
-    names = [
-        images.class_names[int(label)] if images.class_names is not None else str(label.item())
-        for label in labels
-    ]
-    class_counts = dict(zip(names, counts.tolist(), strict=True))
+    num_classes, counts = class_counts(images.y, images.class_names)
     return {
         "x": [n, channels, height, width],
         "y": [int(images.y.shape[0])],
         "channels": channels,
         "height": height,
         "width": width,
-        "num_classes": len(labels),
-        "class_counts": class_counts if len(labels) <= MAX_DESCRIBED_CLASSES else None,
+        "num_classes": num_classes,
+        "class_counts": counts,
         "dtype": str(images.x.dtype),
         "layout": images.layout,
     }

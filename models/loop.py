@@ -211,8 +211,9 @@ def fit(
             xb, yb = train.x[idx], train.y[idx]
             if batch_transform is not None:  # training-time augmentation, on the device
                 xb = batch_transform(xb)
-            out = network(xb)
-            loss = objective.loss(out, yb)
+            with torch.autocast(device.type, torch.bfloat16, enabled=training.mixed_precision):
+                out = network(xb)
+                loss = objective.loss(out, yb)
             objective_value = loss + penalty() if penalty is not None else loss
             optimizer.zero_grad(set_to_none=True)
             objective_value.backward()

@@ -7,8 +7,14 @@ from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
-from models.bundle import Predictor, load_bundle
+from sqlalchemy.orm import Session
+
+from models.bundle import PolicyPredictor, Predictor, load_bundle
 from models.registry import get_kind
+from service import repository
+from service.errors import NotFound
+from service.settings import Settings
+from service.storage import ArtifactStore
 
 
 class ModelCache:
@@ -16,10 +22,10 @@ class ModelCache:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, Predictor] = OrderedDict()
+        self._items: OrderedDict[str, Predictor | PolicyPredictor] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, model_id: str, path: Path, sha256: str) -> Predictor:
+    def get(self, model_id: str, path: Path, sha256: str) -> Predictor | PolicyPredictor:
         with self._lock:
             if model_id in self._items:
                 self._items.move_to_end(model_id)
@@ -41,3 +47,14 @@ class ModelCache:
 @lru_cache
 def model_cache(capacity: int) -> ModelCache:
     return ModelCache(capacity)
+
+
+def load_predictor(
+    model_id: str, session: Session, settings: Settings, store: ArtifactStore
+) -> tuple[Predictor | PolicyPredictor, str]:
+    """The cached predictor of a stored model; 404 when there is no such model."""
+    model = repository.get_model(session, model_id=model_id)
+    if model is None:
+        raise NotFound(f"no model with id {model_id!r}")
+    cache = model_cache(settings.model_cache_size)
+    return cache.get(model.id, store.path(model.path), model.sha256), model.id

@@ -43,10 +43,15 @@ class DatasetRead(BaseModel):
     created_at: datetime
 
 
+MAX_ROLLOUT_EPISODES = 100
+
+
 class Progress(BaseModel):
-    epoch: int = Field(description="Epochs completed.")
+    epoch: int = Field(description="Epochs completed (RL: evaluations done).")
     epochs: int
-    fraction: float = Field(description="epoch / epochs, 0 to 1.")
+    step: int | None = Field(None, description="RL: environment steps done.")
+    steps: int | None = Field(None, description="RL: training.total_steps.")
+    fraction: float = Field(description="epoch / epochs (RL: step / steps), 0 to 1.")
     eta_seconds: float | None = Field(
         None, description="Estimated seconds left, from the mean epoch time so far."
     )
@@ -127,11 +132,28 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_id: str = Field(min_length=1, max_length=64)
-    inputs: list[dict[str, Any] | list[Any] | str] = Field(
+    inputs: list[dict[str, Any] | list[Any] | str | int | float] = Field(
         min_length=1,
         description="Records ({column: value}) or arrays in feature order (tables); nested "
-        "arrays of the training input shape (arrays, images, sequences); or base64-encoded "
-        "PNG/JPEG strings (image models).",
+        "arrays of the training input shape (arrays, images, sequences); base64-encoded "
+        "PNG/JPEG strings (image models); observations (dqn: vectors, or state numbers for "
+        "environments with discrete states, as for q_learning and sarsa).",
+    )
+
+
+class RolloutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    episodes: int = Field(1, ge=1, le=MAX_ROLLOUT_EPISODES, description="Episodes to play.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Episode k starts from seed + k.")
+
+
+class RolloutResponse(BaseModel):
+    model_id: str
+    returns: list[float] = Field(description="Undiscounted return of each episode.")
+    lengths: list[int] = Field(description="Steps of each episode.")
+    paths: list[list[list[int]]] | None = Field(
+        None, description="GridWorld: the [row, col] cells visited, start included."
     )
 
 
@@ -142,6 +164,12 @@ class PredictResponse(BaseModel):
         None, description="Classification: one row per input, columns in `labels` order."
     )
     labels: list[Any] | None = Field(None, description="Classification: the class labels.")
+    actions: list[int] | None = Field(
+        None, description="Reinforcement learning: the greedy action for each observation."
+    )
+    q_values: list[list[float]] | None = Field(
+        None, description="Reinforcement learning: Q-value of every action, one row per input."
+    )
 
 
 class Health(BaseModel):

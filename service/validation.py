@@ -3,18 +3,26 @@ or an impossible task is a 422 now rather than a failed job later."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from models.cnn import SpecError, check_cnn_spec
-from models.data import DataError
-from models.images import image_layout, to_nchw
+from models.data import DataError, image_geometry
+from models.envs import EnvError, check_env
 from models.prepare import IMAGE_FORMATS
 from models.preprocessing import validate_columns
-from models.specs import CNNSpec, JobSpec, RNNSpec
+from models.specs import CNNSpec, DQNSpec, JobSpec, RNNSpec, TabularSpec
 from service.errors import Unprocessable
 from service.tables import Dataset
 
 NUMERIC = ("integer", "float", "boolean")
+
+
+def check_environment(spec: JobSpec) -> None:
+    """A reinforcement-learning job's environment exists here and suits the kind."""
+    model = spec.model
+    assert isinstance(model, DQNSpec | TabularSpec)
+    try:
+        check_env(model.env, model.env_options, tabular=isinstance(model, TabularSpec))
+    except EnvError as exc:
+        raise Unprocessable(str(exc)) from exc
 
 
 def check_job(spec: JobSpec, dataset: Dataset, test_dataset: Dataset | None) -> None:
@@ -145,12 +153,10 @@ def image_shape(dataset: Dataset) -> tuple[int, int, int] | None:
     if dataset.format in IMAGE_FORMATS:
         c, h, w = (int(d) for d in dims[1:])
         return c, h, w
-    try:
-        empty = np.empty((0, *dims[1:]), dtype=np.uint8)
-        c, h, w = to_nchw(empty, image_layout(empty)).shape[1:]
-    except DataError:
+    geometry = image_geometry(tuple(int(d) for d in dims))
+    if geometry is None:
         return None
-    return int(c), int(h), int(w)
+    return geometry["channels"], geometry["height"], geometry["width"]
 
 
 def _check_cnn(model: CNNSpec, dataset: Dataset) -> None:

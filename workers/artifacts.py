@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from models.base import PreparedData, TrainResult
+from models.base import TrainResult
 from models.bundle import save_bundle
 from models.specs import JobSpec
 from service import repository
@@ -20,7 +20,7 @@ def save_model(
     *,
     job_id: str,
     spec: JobSpec,
-    data: PreparedData,
+    interface: dict[str, Any],
     result: TrainResult,
     metrics: dict[str, Any],
 ) -> str:
@@ -29,15 +29,15 @@ def save_model(
         return existing.id
     model_id = new_id()
     path = store.model_dir(model_id) / "model.safetensors"
-    sha = save_bundle(path, kind=spec.model.kind, data=data, result=result)
+    sha = save_bundle(path, kind=spec.model.kind, interface=interface, result=result)
     session.add(
         Model(
             id=model_id,
             job_id=job_id,
             kind=spec.model.kind,
             task=spec.task,
-            input_schema=data.input_schema,
-            output=data.output,
+            input_schema=interface["input_schema"],
+            output=interface["output"],
             metrics=metrics,
             path=store.relative(path),
             sha256=sha,

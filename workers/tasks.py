@@ -77,7 +77,9 @@ def run_job(job_id: str) -> None:
         heartbeat.stopped.set()
 
 
-def _load(job_id: str, store: ArtifactStore) -> tuple[JobSpec, DataSource, DataSource | None]:
+def _load(
+    job_id: str, store: ArtifactStore
+) -> tuple[JobSpec, DataSource | None, DataSource | None]:
     """Re-read the job row and re-validate its stored spec; locate its dataset files."""
     with session_scope() as session:
         job = repository.get_job(session, job_id=job_id)
@@ -89,7 +91,7 @@ def _load(job_id: str, store: ArtifactStore) -> tuple[JobSpec, DataSource, DataS
             sources.append(
                 DataSource(store.path(dataset.path), dataset.format) if dataset else None
             )
-    if sources[0] is None:
+    if sources[0] is None and spec.dataset_id is not None:
         raise DataError("the job's dataset was deleted")
     return spec, sources[0], sources[1]
 
@@ -101,14 +103,23 @@ def _train_and_record(job_id: str, cancel_poll_seconds: float) -> None:
         device = resolve_device(spec.training.device)
         with session_scope() as session:
             repository.set_device(session, job_id=job_id, device=str(device))
-        data = prepare_data(spec, source, test_source).to(device)
+        # Reinforcement learning has no dataset: its kinds make their own environments.
+        data = prepare_data(spec, source, test_source).to(device) if source else None
         result = get_kind(spec.model.kind).train(
             spec, data, JobReporter(job_id, store), cancel_poll_seconds=cancel_poll_seconds
         )
+        interface = result.interface or (data.interface() if data is not None else None)
+        assert interface is not None, "a kind without data must return its interface"
         metrics = json_safe(result.metrics)
         with session_scope() as session:  # the model and the final status in one transaction
             model_id = save_model(
-                session, store, job_id=job_id, spec=spec, data=data, result=result, metrics=metrics
+                session,
+                store,
+                job_id=job_id,
+                spec=spec,
+                interface=interface,
+                result=result,
+                metrics=metrics,
             )
             repository.finish_job(session, job_id=job_id, status="succeeded", metrics=metrics)
         log.info("job %s: succeeded, model %s", job_id, model_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -21,22 +22,31 @@ from service.schemas import (
     Page,
     Progress,
 )
-from service.tables import Job
-from service.validation import check_job
+from service.tables import EpochMetric, Job
+from service.validation import check_environment, check_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-def _progress(job: Job, seconds: list[float]) -> Progress:
+def _progress(job: Job, history: list[EpochMetric]) -> Progress:
     eta = None
+    seconds = [row.seconds for row in history]
     if job.status == "running" and seconds:
         eta = sum(seconds) / len(seconds) * max(job.epochs - job.epoch, 0)
     elif job.status in ("succeeded", "failed", "cancelled"):
         eta = 0.0
+    fraction = min(job.epoch / job.epochs, 1.0)
+    step = steps = None
+    if job.task == "reinforcement":
+        steps = int(job.spec["training"]["total_steps"])
+        step = int(history[-1].metrics.get("step", 0)) if history else 0
+        fraction = min(step / steps, 1.0)
     return Progress(
         epoch=job.epoch,
         epochs=job.epochs,
-        fraction=min(job.epoch / job.epochs, 1.0),
+        step=step,
+        steps=steps,
+        fraction=fraction,
         eta_seconds=eta,
     )
 
@@ -75,7 +85,7 @@ def job_read(job: Job) -> JobRead:
         for row in job.history
     ]
     summary = job_summary(job).model_dump()
-    summary["progress"] = _progress(job, [row.seconds for row in job.history])
+    summary["progress"] = _progress(job, job.history)
     return JobRead(
         **summary,
         spec=JobSpec.model_validate(job.spec),
@@ -98,15 +108,18 @@ def job_read(job: Job) -> JobRead:
 )
 def create_job(spec: JobSpec, session: SessionDep, settings: SettingsDep) -> JobRead:
     """Record the job, then hand it to a worker; answers at once with status `queued`."""
-    dataset = repository.get_dataset(session, dataset_id=spec.dataset_id)
-    if dataset is None:
-        raise Unprocessable(f"dataset_id: no dataset with id {spec.dataset_id!r}")
-    test_dataset = None
-    if spec.test_dataset_id is not None:
-        test_dataset = repository.get_dataset(session, dataset_id=spec.test_dataset_id)
-        if test_dataset is None:
-            raise Unprocessable(f"test_dataset_id: no dataset with id {spec.test_dataset_id!r}")
-    check_job(spec, dataset, test_dataset)
+    if spec.dataset_id is None:  # reinforcement learning: the environment is the data
+        check_environment(spec)
+    else:
+        dataset = repository.get_dataset(session, dataset_id=spec.dataset_id)
+        if dataset is None:
+            raise Unprocessable(f"dataset_id: no dataset with id {spec.dataset_id!r}")
+        test_dataset = None
+        if spec.test_dataset_id is not None:
+            test_dataset = repository.get_dataset(session, dataset_id=spec.test_dataset_id)
+            if test_dataset is None:
+                raise Unprocessable(f"test_dataset_id: no dataset with id {spec.test_dataset_id!r}")
+        check_job(spec, dataset, test_dataset)
     job = Job(
         kind=spec.model.kind,
         task=spec.task,
@@ -114,7 +127,7 @@ def create_job(spec: JobSpec, session: SessionDep, settings: SettingsDep) -> Job
         dataset_id=spec.dataset_id,
         test_dataset_id=spec.test_dataset_id,
         queue=choose_queue(settings, spec.training.device),
-        epochs=1 if _closed_form(spec) else spec.training.epochs,
+        epochs=_planned_epochs(spec),
     )
     session.add(job)
     session.commit()  # the message is never sent before the row exists
@@ -123,9 +136,14 @@ def create_job(spec: JobSpec, session: SessionDep, settings: SettingsDep) -> Job
     return answer
 
 
-def _closed_form(spec: JobSpec) -> bool:
+def _planned_epochs(spec: JobSpec) -> int:
+    """History entries the job will write: epochs, one for a closed form, or evaluations."""
     model = spec.model
-    return model.kind == "linear" and model.resolved_solver(spec.task) == "normal_equation"
+    if spec.task == "reinforcement":
+        return math.ceil(spec.training.total_steps / spec.resolved_eval_interval)
+    if model.kind == "linear" and model.resolved_solver(spec.task) == "normal_equation":
+        return 1
+    return spec.training.epochs
 
 
 @router.get("", response_model=Page[JobSummary], summary="List jobs")

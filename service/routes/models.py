@@ -6,10 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from models.base import InputError
+from models.rl import PolicyPredictor
 from service import repository
-from service.deps import SessionDep
-from service.errors import NotFound, responses
-from service.schemas import ModelRead, Page
+from service.deps import SessionDep, SettingsDep, StoreDep
+from service.errors import NotFound, Unprocessable, responses
+from service.inference import load_predictor
+from service.schemas import ModelRead, Page, RolloutRequest, RolloutResponse
 from service.tables import Model
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -36,3 +39,31 @@ def get_model(model_id: str, session: SessionDep) -> Model:
     if model is None:
         raise NotFound(f"no model with id {model_id!r}")
     return model
+
+
+@router.post(
+    "/{model_id}/rollout",
+    response_model=RolloutResponse,
+    summary="Play episodes with a trained policy",
+    responses=responses(404, 422),
+)
+def rollout(
+    model_id: str,
+    request: RolloutRequest,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+) -> RolloutResponse:
+    """Run the greedy policy of a dqn, q_learning or sarsa model in a fresh copy of its
+    environment: the return and length of each episode, and for GridWorld the cells visited.
+    Episode k is reset with `seed + k`, so the same request gives the same episodes."""
+    predictor, found = load_predictor(model_id, session, settings, store)
+    if not isinstance(predictor, PolicyPredictor):
+        raise Unprocessable(
+            f"model {found!r} is not a policy: rollouts need a dqn, q_learning or sarsa model"
+        )
+    try:
+        played = predictor.rollout(request.episodes, request.seed)
+    except InputError as exc:
+        raise Unprocessable(str(exc)) from exc
+    return RolloutResponse(model_id=found, **played)

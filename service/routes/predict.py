@@ -6,11 +6,9 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from models.base import InputError
-from models.bundle import Predictor
-from service import repository
 from service.deps import SessionDep, SettingsDep, StoreDep
-from service.errors import NotFound, PayloadTooLarge, Unprocessable, responses
-from service.inference import model_cache
+from service.errors import PayloadTooLarge, Unprocessable, responses
+from service.inference import load_predictor
 from service.schemas import PredictRequest, PredictResponse
 from service.uploads import receive_upload
 
@@ -34,22 +32,12 @@ def predict(
         raise PayloadTooLarge(
             f"{len(request.inputs)} inputs in one call; the limit is {settings.max_predict_rows}"
         )
-    predictor, model_id = _predictor(request.model_id, session, settings, store)
+    predictor, model_id = load_predictor(request.model_id, session, settings, store)
     try:
         result = predictor.predict(request.inputs)
     except InputError as exc:
         raise Unprocessable(str(exc)) from exc
     return PredictResponse(model_id=model_id, **result)
-
-
-def _predictor(
-    model_id: str, session: SessionDep, settings: SettingsDep, store: StoreDep
-) -> tuple[Predictor, str]:
-    model = repository.get_model(session, model_id=model_id)
-    if model is None:
-        raise NotFound(f"no model with id {model_id!r}")
-    cache = model_cache(settings.model_cache_size)
-    return cache.get(model.id, store.path(model.path), model.sha256), model.id
 
 
 FILES_BODY = {
@@ -99,7 +87,9 @@ async def predict_files(
         contents = [f.path.read_bytes() for f in upload.files]
     finally:
         upload.discard()
-    predictor, model_id = await run_in_threadpool(_predictor, model_id, session, settings, store)
+    predictor, model_id = await run_in_threadpool(
+        load_predictor, model_id, session, settings, store
+    )
     try:
         result = await run_in_threadpool(predictor.predict_files, contents)
     except InputError as exc:

@@ -16,8 +16,7 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from models.base import EpochRecord, PreparedData, Split, TrainingError
-from models.checkpoint import Checkpoint
+from models.base import PreparedData, Split, TrainingError
 from models.cnn import (
     BatchAugmentation,
     ConvNet,
@@ -33,6 +32,7 @@ from models.cnn import (
 )
 from models.registry import get_kind
 from models.specs import AugmentationSpec, CNNSpec, JobSpec, LayerSpec
+from tests.unit.reporting import MemoryReporter
 
 LAYERS: TypeAdapter[list[LayerSpec]] = TypeAdapter(list[LayerSpec])
 
@@ -51,29 +51,6 @@ def job(model: dict[str, Any], **training: Any) -> JobSpec:
             "training": {"validation_split": 0.0, "test_split": 0.0, **training},
         }
     )
-
-
-class MemoryReporter:
-    def __init__(self) -> None:
-        self.records: list[EpochRecord] = []
-
-    def epoch_end(self, record: EpochRecord) -> None:
-        self.records.append(record)
-
-    def cancelled(self) -> bool:
-        return False
-
-    def checkpoint(
-        self,
-        epoch: int,
-        tensors: dict[str, torch.Tensor],
-        optimizer: torch.optim.Optimizer | None,
-        meta: dict[str, Any],
-    ) -> None:
-        pass
-
-    def resume(self) -> Checkpoint | None:
-        return None
 
 
 # --- shape arithmetic ---------------------------------------------------------------------
@@ -405,3 +382,19 @@ def test_train_refuses_what_cannot_fit_the_images() -> None:
     data.train = Split(data.train.x.flatten(1), data.train.y)
     with pytest.raises(TrainingError, match=r"\(N, C, H, W\)"):
         train(job({"architecture": "simple"}), data, MemoryReporter())
+
+
+@pytest.mark.parametrize("probability", [0.25, 0.5, 0.9])
+def test_probability_leaves_the_other_images_untouched(probability: float) -> None:
+    spec = FULL.model_copy(update={"probability": probability})
+    augment = build_augmentation(spec, (1, 12, 12), torch.Generator().manual_seed(0))
+    assert augment is not None
+    x = torch.randn(4000, 1, 12, 12)
+    unchanged = (augment(x) == x).flatten(1).all(dim=1).float().mean().item()
+    assert unchanged == pytest.approx(1 - probability, abs=0.03)
+
+
+def test_probability_must_be_in_zero_one() -> None:
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValidationError):
+            AugmentationSpec(rotation=10, probability=bad)

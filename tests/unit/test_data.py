@@ -284,10 +284,43 @@ def test_npz_is_described(tmp_path: Path) -> None:
         "y_dtype": "<U1",
         "x_nonfinite": 2,
         "y_nonfinite": 0,
+        "num_classes": 2,
+        "class_counts": {"a": 2, "b": 1},
+        # Read as (N, H, W) grayscale images; an rnn job reads the same x as (N, T, F).
+        "channels": 1,
+        "height": 1,
+        "width": 2,
+        "layout": "NHW",
     }
     x_read, y_read = read_arrays(path)
     np.testing.assert_array_equal(x_read, x)
     assert y_read.tolist() == ["a", "b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("shape", "geometry"),
+    [
+        ((5, 28, 28, 3), {"channels": 3, "height": 28, "width": 28, "layout": "NHWC"}),
+        ((5, 1, 28, 20), {"channels": 1, "height": 28, "width": 20, "layout": "NCHW"}),
+        ((5, 7, 6, 5), None),  # no axis of 1 or 3 channels: not images
+    ],
+)
+def test_npz_of_images_shows_channels_and_classes(
+    tmp_path: Path, shape: tuple[int, ...], geometry: dict[str, object] | None
+) -> None:
+    y = np.array([3, 1, 3, 3, 1])
+    path = write(tmp_path, "images.npz", npz(x=np.zeros(shape, np.uint8), y=y))
+    described = inspect_dataset(path, "npz").shape or {}
+    assert described["num_classes"] == 2 and described["class_counts"] == {"1": 2, "3": 3}
+    assert {
+        k: described[k] for k in ("channels", "height", "width", "layout") if k in described
+    } == (geometry or {})
+
+
+def test_npz_regression_target_has_no_classes(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.npz", npz(x=np.zeros((3, 2)), y=np.array([0.5, 1.5, 2.0])))
+    described = inspect_dataset(path, "npz").shape or {}
+    assert "num_classes" not in described and "channels" not in described
 
 
 def test_npz_without_y(tmp_path: Path) -> None:

@@ -51,7 +51,10 @@ def _bundle(path: Path) -> str:
         input_schema={"shape": [2]},
     )
     return save_bundle(
-        path, kind="mlp", data=data, result=TrainResult(build(config), config, {}, 1)
+        path,
+        kind="mlp",
+        interface=data.interface(),
+        result=TrainResult(build(config), config, {}, 1),
     )
 
 

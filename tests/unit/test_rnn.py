@@ -18,7 +18,7 @@ from models.prepare import DataSource, prepare_data
 from models.registry import get_kind
 from models.rnn import build
 from models.specs import JobSpec
-from tests.unit.test_training import MemoryReporter
+from tests.unit.reporting import MemoryReporter
 
 
 @pytest.fixture(autouse=True)
@@ -139,7 +139,9 @@ def test_lstm_forecast_beats_seasonal_naive_and_predicts_its_horizon(
     assert test["rmse"] < 0.9 * test["seasonal_naive_rmse"]
     assert test["seasonal_naive_rmse"] < test["naive_rmse"]
 
-    save_bundle(tmp_path / "model.safetensors", kind="rnn", data=data, result=result)
+    save_bundle(
+        tmp_path / "model.safetensors", kind="rnn", interface=data.interface(), result=result
+    )
     predictor = load_bundle(
         tmp_path / "model.safetensors",
         expected_sha256=None,

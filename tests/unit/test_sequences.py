@@ -22,7 +22,7 @@ from models.sequences import (
     windows,
 )
 from models.specs import JobSpec
-from tests.unit.test_training import MemoryReporter
+from tests.unit.reporting import MemoryReporter
 
 
 def forecast_spec(**fields: object) -> JobSpec:

@@ -15,41 +15,13 @@ import pytest
 import torch
 from sklearn.datasets import load_diabetes, load_iris
 
-from models.base import Cancelled, DivergedError, EpochRecord
+from models.base import Cancelled, DivergedError
 from models.bundle import load_bundle, save_bundle
-from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint
 from models.prepare import DataSource, InputError, prepare_data, split_indices
 from models.registry import get_kind
 from models.specs import JobSpec
-
-
-class MemoryReporter:
-    def __init__(self, folder: Path, cancel_after: int | None = None) -> None:
-        self.folder = folder
-        self.records: list[EpochRecord] = []
-        self.checkpoints: list[tuple[int, Path]] = []
-        self.cancel_after = cancel_after
-        self.resume_from: Checkpoint | None = None
-
-    def epoch_end(self, record: EpochRecord) -> None:
-        self.records.append(record)
-
-    def cancelled(self) -> bool:
-        return self.cancel_after is not None and len(self.records) >= self.cancel_after
-
-    def checkpoint(
-        self,
-        epoch: int,
-        tensors: dict[str, torch.Tensor],
-        optimizer: torch.optim.Optimizer | None,
-        meta: dict[str, Any],
-    ) -> None:
-        path = self.folder / f"epoch-{epoch}.safetensors"
-        save_checkpoint(path, model_state=tensors, optimizer=optimizer, meta=meta)
-        self.checkpoints.append((epoch, path))
-
-    def resume(self) -> Checkpoint | None:
-        return self.resume_from
+from tests.unit.reporting import MemoryReporter
 
 
 @pytest.fixture
@@ -200,7 +172,7 @@ def test_bundle_round_trip_predicts_the_same(iris_csv: DataSource, tmp_path: Pat
     spec = iris_spec()
     result, data = train(spec, iris_csv, MemoryReporter(tmp_path))
     path = tmp_path / "model.safetensors"
-    sha = save_bundle(path, kind="mlp", data=data, result=result)
+    sha = save_bundle(path, kind="mlp", interface=data.interface(), result=result)
     predictor = load_bundle(path, expected_sha256=sha, build=lambda k, c: get_kind(k).build(c))
     frame = pd.read_csv(iris_csv.path).drop(columns=["species"])
     records = frame.iloc[:5].to_dict(orient="records")
@@ -241,3 +213,25 @@ def test_clip_grad_norm_bounds_every_step(
     norms.clear()
     get_kind("mlp").train(iris_spec(), data, MemoryReporter(tmp_path))
     assert max(norms) > 0.05  # without the option the same steps are larger
+
+
+def test_mixed_precision_runs_the_forward_pass_in_bfloat16(
+    iris_csv: DataSource, tmp_path: Path
+) -> None:
+    spec = iris_spec(epochs=30, mixed_precision=True)
+    data = prepare_data(spec, iris_csv, None)
+    seen: set[torch.dtype] = set()
+    original = torch.nn.Linear.forward
+
+    def forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        out = original(self, x)
+        seen.add(out.dtype)
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.Linear, "forward", forward)
+        result = get_kind("mlp").train(spec, data, MemoryReporter(tmp_path))
+    assert torch.bfloat16 in seen  # training batches
+    assert torch.float32 in seen  # evaluation stays float32
+    assert all(p.dtype == torch.float32 for p in result.network.parameters())
+    assert result.metrics["test"]["accuracy"] > 0.8

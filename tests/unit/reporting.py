@@ -1,0 +1,47 @@
+"""An in-memory `models.base.Reporter` for unit tests of the training code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.base import EpochRecord
+from models.checkpoint import Checkpoint, save_checkpoint
+
+
+class MemoryReporter:
+    """Keeps the history; writes checkpoints to `folder` when given; reports the job as
+    cancelled once `cancel_after` records exist; resumes from `resume_from`."""
+
+    def __init__(self, folder: Path | None = None, cancel_after: int | None = None) -> None:
+        self.folder = folder
+        self.records: list[EpochRecord] = []
+        self.checkpoints: list[tuple[int, Path]] = []
+        self.metas: list[dict[str, Any]] = []
+        self.cancel_after = cancel_after
+        self.resume_from: Checkpoint | None = None
+
+    def epoch_end(self, record: EpochRecord) -> None:
+        self.records.append(record)
+
+    def cancelled(self) -> bool:
+        return self.cancel_after is not None and len(self.records) >= self.cancel_after
+
+    def checkpoint(
+        self,
+        epoch: int,
+        tensors: dict[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer | None,
+        meta: dict[str, Any],
+    ) -> None:
+        self.metas.append(meta)
+        if self.folder is None:
+            return
+        path = self.folder / f"epoch-{epoch}.safetensors"
+        save_checkpoint(path, model_state=tensors, optimizer=optimizer, meta=meta)
+        self.checkpoints.append((epoch, path))
+
+    def resume(self) -> Checkpoint | None:
+        return self.resume_from
