@@ -52,6 +52,8 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=False,
     )
     if settings.uses_embedded_broker:
+        # kombu's filesystem transport with atomic writes (see workers/broker.py).
+        app.conf.broker_transport = "workers.broker:Transport"
         # The filesystem transport has no fanout exchanges for remote control.
         app.conf.worker_enable_remote_control = False
     return app

@@ -43,3 +43,18 @@ def test_killed_worker_job_resumes_from_its_checkpoint(stack: Stack) -> None:
     assert [c["epoch"] for c in job["checkpoints"]] == list(range(1, 13))
     models = stack.http().get("/models", params={"limit": 500}).json()["items"]
     assert [m["id"] for m in models if m["job_id"] == job_id] == [job["model_id"]]
+
+
+def test_a_damaged_message_does_not_stop_the_embedded_worker(embedded_stack: Stack) -> None:
+    stack = embedded_stack
+    queue = stack.data_dir / "broker" / "queue"
+    # An empty message file: what a reader saw of kombu's own non-atomic writes.
+    (queue / "0_damaged.celery.msg").write_bytes(b"")
+    time.sleep(1)  # several polls of the worker
+    assert stack.processes["worker"].poll() is None, stack.log("worker")
+    dataset_id = upload_frame(stack.http(), diabetes_frame())
+    spec = job_spec(dataset_id, task="regression", target="target")
+    job = stack.wait_for_job(stack.http().post("/jobs", json=spec).json()["id"], timeout=60)
+    assert job["status"] == "succeeded", (job["error"], stack.log("worker"))
+    assert (queue / ".rejected" / "0_damaged.celery.msg").exists()
+    assert "set aside undecodable message 0_damaged.celery.msg" in stack.log("worker")
