@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import torch
@@ -19,12 +21,40 @@ class DivergedError(TrainingError):
     pass
 
 
+class TimeLimitExceeded(TrainingError):
+    """The job ran past its wall-clock limit; the message says how far it got."""
+
+
 class InputError(ValueError):
     """A predict input that does not fit the model; the message names the problem."""
 
 
 class Cancelled(Exception):
     """Raised inside training when the reporter says the job was cancelled."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A job's wall-clock limit: `seconds` from when it first started, across resumes.
+
+    `at` is a `time.monotonic()` reading, so the training loops test it with a clock read
+    and no I/O."""
+
+    seconds: float  # the limit, as the job's error reports it
+    at: float  # time.monotonic() past which the job stops
+
+    @classmethod
+    def after_start(cls, started_at: datetime, seconds: float) -> Deadline:
+        """The deadline of a job that started (was first claimed) at `started_at`, UTC."""
+        elapsed = (datetime.now(UTC) - started_at).total_seconds()
+        return cls(seconds, time.monotonic() + seconds - max(elapsed, 0.0))
+
+    def passed(self, now: float) -> bool:
+        return now >= self.at
+
+    def exceeded(self, progress: str) -> TimeLimitExceeded:
+        """The error to raise once the deadline passed; `progress` says where the job was."""
+        return TimeLimitExceeded(f"time limit: the job's {self.seconds:g} s ran out {progress}")
 
 
 @dataclass
@@ -126,6 +156,10 @@ class Reporter(Protocol):
     ) -> None: ...
 
     def resume(self) -> Checkpoint | None: ...
+
+    def deadline(self) -> Deadline | None:
+        """When the job must stop (None: never); read once, before training starts."""
+        ...
 
 
 def resolve_device(requested: str) -> torch.device:

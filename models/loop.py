@@ -116,16 +116,25 @@ def history_metrics(prefix: str, metrics: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}_{k}": metrics[k] for k in HISTORY_METRICS if k in metrics}
 
 
-class _CancelWatch:
-    """Asks the reporter whether the job was cancelled at most every `interval` seconds."""
+class _Watch:
+    """Between batches and epochs: stops the job once its deadline passes (a clock read, no
+    I/O) and asks the reporter whether it was cancelled at most every `interval` seconds."""
 
-    def __init__(self, reporter: Reporter, interval: float) -> None:
+    def __init__(self, reporter: Reporter, interval: float, epochs: int) -> None:
         self.reporter = reporter
         self.interval = interval
+        self.epochs = epochs
+        self.deadline = reporter.deadline()
         self.last = time.monotonic()
 
-    def check(self) -> None:
+    def check(self, epoch: int, *, finished: bool = False) -> None:
+        """`epoch` is under way, or `finished` (the last one finished is past any deadline)."""
         now = time.monotonic()
+        if self.deadline is not None and self.deadline.passed(now):
+            if not finished:
+                raise self.deadline.exceeded(f"in epoch {epoch} of {self.epochs}")
+            if epoch < self.epochs:
+                raise self.deadline.exceeded(f"after epoch {epoch} of {self.epochs}")
         if now - self.last >= self.interval:
             self.last = now
             if self.reporter.cancelled():
@@ -188,7 +197,7 @@ def fit(
         }
         reporter.checkpoint(epoch, tensors, optimizer, {**meta, "metrics": metrics})
 
-    watch = _CancelWatch(reporter, cancel_poll_seconds)
+    watch = _Watch(reporter, cancel_poll_seconds, training.epochs)
     train, n = data.train, len(data.train)
     scale = objective.loss_scale()
     epoch = start_epoch - 1
@@ -222,7 +231,7 @@ def fit(
             optimizer.step()
             losses.append(loss.detach())
             sizes.append(len(idx))
-            watch.check()
+            watch.check(epoch)
 
         weights = torch.tensor(sizes, dtype=torch.float64, device=device)
         seen = max(sum(sizes), 1)
@@ -253,7 +262,7 @@ def fit(
             save(epoch, {"train_loss": train_loss, "val_loss": val_loss, **metrics})
         if stop_early:
             break
-        watch.check()
+        watch.check(epoch, finished=True)
 
     if best_state is not None:
         network.load_state_dict(best_state)

@@ -202,6 +202,17 @@ class QTable(nn.Module):
         return self.q[states.long()]
 
 
+def dqn_config(model: DQNSpec, info: EnvInfo) -> dict[str, Any]:
+    """JSON that `build_dqn` turns into the Q-network of `model` on the environment `info`."""
+    return {
+        "obs_size": info.obs_size,
+        "num_actions": info.num_actions,
+        "hidden_layers": list(model.hidden_layers),
+        "activation": model.activation,
+        "dueling": model.dueling,
+    }
+
+
 def build_dqn(config: dict[str, Any]) -> nn.Module:
     return QNetwork(config)
 
@@ -423,7 +434,8 @@ class _Cadence:
 
 
 class _Session:
-    """What every RL trainer shares: evaluation rounds, history, checkpoints, cancel."""
+    """What every RL trainer shares: evaluation rounds, history, checkpoints, cancel and
+    the deadline."""
 
     def __init__(
         self,
@@ -440,6 +452,7 @@ class _Session:
         self.total = spec.training.total_steps
         self.interval = spec.resolved_eval_interval
         self.cancel_poll_seconds = cancel_poll_seconds
+        self.deadline = reporter.deadline()
         self.last_poll = time.monotonic()
         parallel = min(spec.training.eval_episodes, MAX_PARALLEL_EPISODES)
         self.eval_envs = make_envs(env_config(model), parallel)
@@ -448,7 +461,12 @@ class _Session:
         self.interval_steps = 0
 
     def poll_cancel(self) -> None:
+        """After each step: stop once the deadline passes (a clock read, no I/O); ask the
+        reporter about cancellation at most every `cancel_poll_seconds`."""
         now = time.monotonic()
+        step = self.progress.step
+        if self.deadline is not None and self.deadline.passed(now) and step < self.total:
+            raise self.deadline.exceeded(f"at step {step} of {self.total}")
         if now - self.last_poll >= self.cancel_poll_seconds:
             self.last_poll = now
             if self.reporter.cancelled():
@@ -628,13 +646,7 @@ def train_dqn(
     rng = np.random.default_rng(training.seed)
     envs, info = _open_envs(model, model.num_envs, tabular=False)
     encoder = ObservationEncoder.for_env(info, tabular=False)
-    config = {
-        "obs_size": info.obs_size,
-        "num_actions": info.num_actions,
-        "hidden_layers": list(model.hidden_layers),
-        "activation": model.activation,
-        "dueling": model.dueling,
-    }
+    config = dqn_config(model, info)
     online = QNetwork(config).to(device)
     target = copy.deepcopy(online)
     optimizer = build_optimizer(spec.optimizer, online.parameters())

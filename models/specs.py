@@ -231,6 +231,13 @@ class TrainingSpec(StrictModel):
         "gradients and optimizer state stay float32). Worth it on a recent GPU; evaluation "
         "stays float32.",
     )
+    time_limit_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Wall-clock seconds the job may run, counted from when it first started "
+        "(a job resumed after a worker crash keeps counting); past it the job fails with "
+        "`TimeLimitExceeded`. Default and maximum: the service's `KEIKO_MAX_JOB_SECONDS`.",
+    )
     # Reinforcement learning (dqn, q_learning, sarsa) counts environment steps, not epochs.
     total_steps: int = Field(
         50_000, ge=1, le=MAX_TOTAL_STEPS, description="RL: environment steps to train for."
@@ -262,6 +269,8 @@ class TrainingSpec(StrictModel):
             raise ValueError("early_stopping needs validation_split > 0")
         if self.clip_grad_norm is not None:
             _finite(self.clip_grad_norm, "clip_grad_norm")
+        if self.time_limit_seconds is not None:
+            _finite(self.time_limit_seconds, "time_limit_seconds")
         return self
 
 

@@ -1,9 +1,12 @@
 """Sending jobs to workers, only after the job row is committed.
 
 `jobs.dispatched_at` is the outbox: a job whose message could not be sent (broker down)
-stays NULL there, and the sweep in the API re-sends it once the broker is back. The same
-sweep re-sends a running job whose lease expired, so that another worker (or the same one,
-restarted) claims it and resumes from its last checkpoint.
+stays NULL there, and the sweep in the API re-sends it once the broker is back. A message
+the broker accepted can still be lost (Redis restarted without persistence), so a job still
+queued `redispatch_seconds` after its last message is sent again. The same sweep re-sends a
+running job whose lease expired, so that another worker (or the same one, restarted) claims
+it and resumes from its last checkpoint. Every re-send is safe: a worker claims a job with
+one atomic UPDATE, so a duplicate message finds nothing to claim.
 """
 
 from __future__ import annotations
@@ -58,11 +61,18 @@ def send_job(job_id: str, queue: str) -> bool:
 
 
 def sweep_once() -> int:
-    """Send what never reached the broker, and re-send jobs whose worker died."""
+    """Send what never reached the broker, re-send queued jobs whose message may be lost,
+    and re-send jobs whose worker died. Answers how many messages the broker took."""
+    settings = get_settings()
     now = utcnow()
     with session_scope() as session:
+        # Jobs younger than one sweep period are left to the route's own send.
         pending = repository.undispatched_jobs(
-            session, older_than=now - timedelta(seconds=get_settings().dispatch_sweep_seconds)
+            session, older_than=now - timedelta(seconds=settings.dispatch_sweep_seconds)
+        )
+        # Sending refreshes dispatched_at, so a waiting job gets one more message per period.
+        pending += repository.unclaimed_jobs(
+            session, sent_before=now - timedelta(seconds=settings.redispatch_seconds)
         )
         pending += repository.orphaned_jobs(session, now=now)
     return sum(send_job(job_id, queue) for job_id, queue in pending)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from functools import lru_cache
@@ -10,11 +11,15 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from models.bundle import PolicyPredictor, Predictor, load_bundle
+from models.checkpoint import CorruptCheckpointError
 from models.registry import get_kind
 from service import repository
-from service.errors import NotFound
+from service.auth import Caller
+from service.errors import Conflict, NotFound
 from service.settings import Settings
 from service.storage import ArtifactStore
+
+log = logging.getLogger("keiko")
 
 
 class ModelCache:
@@ -50,11 +55,18 @@ def model_cache(capacity: int) -> ModelCache:
 
 
 def load_predictor(
-    model_id: str, session: Session, settings: Settings, store: ArtifactStore
+    model_id: str, caller: Caller, session: Session, settings: Settings, store: ArtifactStore
 ) -> tuple[Predictor | PolicyPredictor, str]:
-    """The cached predictor of a stored model; 404 when there is no such model."""
-    model = repository.get_model(session, model_id=model_id)
+    """The cached predictor of one of the caller's models; 404 when they have no such model."""
+    model = repository.get_model(session, model_id=model_id, owner_id=caller.user_id)
     if model is None:
         raise NotFound(f"no model with id {model_id!r}")
     cache = model_cache(settings.model_cache_size)
-    return cache.get(model.id, store.path(model.path), model.sha256), model.id
+    try:
+        return cache.get(model.id, store.path(model.path), model.sha256), model.id
+    except (CorruptCheckpointError, FileNotFoundError) as exc:
+        log.error("model %s refused: %s", model.id, exc)
+        raise Conflict(
+            f"model {model.id!r} cannot be loaded: its stored file is missing or does not "
+            "match the sha256 recorded when it was trained; retrain it or restore the file"
+        ) from exc

@@ -13,9 +13,12 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
 from models.metrics import json_safe
+from service.auth import warn_if_open
+from service.bodylimit import BodyLimit
 from service.dispatch import sweep_forever
 from service.errors import KeikoError
-from service.routes import datasets, health, jobs, models, predict
+from service.routes import datasets, health, jobs, models, predict, users
+from service.settings import get_settings
 
 log = logging.getLogger("keiko")
 
@@ -28,6 +31,7 @@ Every error answer is JSON `{"detail": ...}` saying what is wrong.
 
 @contextlib.asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    warn_if_open(get_settings())
     sweeper = asyncio.create_task(sweep_forever())
     try:
         yield
@@ -47,7 +51,9 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(KeikoError)
     async def _keiko_error(_request: Request, exc: KeikoError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        return JSONResponse(
+            {"detail": exc.message}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -63,8 +69,9 @@ def create_app() -> FastAPI:
         log.exception("unhandled error", exc_info=exc)
         return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
 
-    for module in (health, datasets, jobs, models, predict):
+    for module in (health, users, datasets, jobs, models, predict):
         app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=get_settings().max_request_bytes)
     return app
 
 

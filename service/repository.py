@@ -4,30 +4,102 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from service.tables import Checkpoint, Dataset, EpochMetric, Job, Model, utcnow
+from service.tables import (
+    ApiKey,
+    Checkpoint,
+    Dataset,
+    EpochMetric,
+    IdempotentRequest,
+    Job,
+    Model,
+    User,
+    utcnow,
+)
 
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
+Owned = TypeVar("Owned", Dataset, Job, Model)
+
+# Ownership: every lookup made for a caller passes `owner_id`; workers pass None (any owner).
+# Another user's row is then simply not found, and the API answers 404 as for a missing one.
+
+
+def _owned(session: Session, table: type[Owned], row_id: str, owner_id: str | None) -> Owned | None:
+    row = session.get(table, row_id)
+    if row is None or (owner_id is not None and row.owner_id != owner_id):
+        return None
+    return row
+
+
+def _page(
+    session: Session, query: Select[Owned], table: type[Owned], limit: int, offset: int
+) -> tuple[Sequence[Owned], int]:
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(table.created_at.desc(), table.id).limit(limit).offset(offset)
+    ).all()
+    return rows, total
+
+
+# Users and keys ---------------------------------------------------------------------------
+
+
+def get_user(session: Session, *, user_id: str) -> User | None:
+    return session.get(User, user_id)
+
+
+def user_named(session: Session, *, name: str) -> User | None:
+    return session.scalars(select(User).where(User.name == name)).first()
+
+
+def list_users(session: Session) -> Sequence[User]:
+    return session.scalars(select(User).order_by(User.created_at, User.id)).all()
+
+
+def find_key(session: Session, *, key_hash: str) -> ApiKey | None:
+    return session.scalars(select(ApiKey).where(ApiKey.key_hash == key_hash)).first()
+
+
+def get_key(session: Session, *, key_id: str) -> ApiKey | None:
+    return session.get(ApiKey, key_id)
+
+
+# Idempotent requests ----------------------------------------------------------------------
+
+
+def idempotent_request(
+    session: Session, *, owner_id: str, key: str, newer_than: datetime
+) -> IdempotentRequest | None:
+    session.execute(
+        delete(IdempotentRequest).where(
+            IdempotentRequest.owner_id == owner_id, IdempotentRequest.created_at < newer_than
+        )
+    )
+    query = select(IdempotentRequest).where(
+        IdempotentRequest.owner_id == owner_id, IdempotentRequest.key == key
+    )
+    return session.scalars(query).first()
+
+
 # Datasets ---------------------------------------------------------------------------------
 
 
-def get_dataset(session: Session, *, dataset_id: str) -> Dataset | None:
-    return session.get(Dataset, dataset_id)
+def get_dataset(session: Session, *, dataset_id: str, owner_id: str | None) -> Dataset | None:
+    return _owned(session, Dataset, dataset_id, owner_id)
 
 
-def list_datasets(session: Session, *, limit: int, offset: int) -> tuple[Sequence[Dataset], int]:
-    total = session.scalar(select(func.count()).select_from(Dataset)) or 0
-    rows = session.scalars(
-        select(Dataset).order_by(Dataset.created_at.desc(), Dataset.id).limit(limit).offset(offset)
-    ).all()
-    return rows, total
+def list_datasets(
+    session: Session, *, owner_id: str, limit: int, offset: int
+) -> tuple[Sequence[Dataset], int]:
+    query = select(Dataset).where(Dataset.owner_id == owner_id)
+    return _page(session, query, Dataset, limit, offset)
 
 
 def dataset_in_use(session: Session, *, dataset_id: str) -> bool:
@@ -41,38 +113,47 @@ def dataset_in_use(session: Session, *, dataset_id: str) -> bool:
 # Jobs -------------------------------------------------------------------------------------
 
 
-def get_job(session: Session, *, job_id: str, full: bool = False) -> Job | None:
+def get_job(
+    session: Session, *, job_id: str, owner_id: str | None, full: bool = False
+) -> Job | None:
     if not full:
-        return session.get(Job, job_id)
+        return _owned(session, Job, job_id, owner_id)
     query = (
         select(Job)
         .where(Job.id == job_id)
         .options(selectinload(Job.history), selectinload(Job.checkpoints), selectinload(Job.model))
     )
+    if owner_id is not None:
+        query = query.where(Job.owner_id == owner_id)
     return session.scalars(query).first()
 
 
 def list_jobs(
-    session: Session, *, status: str | None, limit: int, offset: int
+    session: Session, *, owner_id: str, status: str | None, limit: int, offset: int
 ) -> tuple[Sequence[Job], int]:
-    query = select(Job)
-    count = select(func.count()).select_from(Job)
+    query = select(Job).where(Job.owner_id == owner_id).options(selectinload(Job.model))
     if status is not None:
         query = query.where(Job.status == status)
-        count = count.where(Job.status == status)
-    rows = session.scalars(
-        query.options(selectinload(Job.model))
-        .order_by(Job.created_at.desc(), Job.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return rows, session.scalar(count) or 0
+    return _page(session, query, Job, limit, offset)
+
+
+def active_jobs(session: Session, *, owner_id: str) -> int:
+    query = select(func.count()).where(Job.owner_id == owner_id, Job.status.in_(ACTIVE))
+    return session.scalar(query) or 0
 
 
 def undispatched_jobs(session: Session, *, older_than: datetime) -> list[tuple[str, str]]:
     query = select(Job.id, Job.queue).where(
         Job.status == "queued", Job.dispatched_at.is_(None), Job.created_at <= older_than
     )
+    return [(row.id, row.queue) for row in session.execute(query.order_by(Job.created_at))]
+
+
+def unclaimed_jobs(session: Session, *, sent_before: datetime) -> list[tuple[str, str]]:
+    """Queued jobs whose last message went out before `sent_before` and that no worker has
+    claimed since: the message may be lost (Redis restarted empty), or only waiting behind
+    other jobs, in which case one more copy finds nothing to claim."""
+    query = select(Job.id, Job.queue).where(Job.status == "queued", Job.dispatched_at < sent_before)
     return [(row.id, row.queue) for row in session.execute(query.order_by(Job.created_at))]
 
 
@@ -163,9 +244,13 @@ def record_epoch(
     session.execute(update(Job).where(Job.id == job_id).values(epoch=epoch, updated_at=utcnow()))
 
 
-def latest_checkpoint(session: Session, *, job_id: str) -> Checkpoint | None:
-    query = select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.epoch.desc())
-    return session.scalars(query.limit(1)).first()
+def checkpoints_newest_first(session: Session, *, job_id: str) -> list[tuple[int, str, str]]:
+    """(epoch, path, sha256) of a job's checkpoints, the latest first."""
+    query = select(Checkpoint.epoch, Checkpoint.path, Checkpoint.sha256).where(
+        Checkpoint.job_id == job_id
+    )
+    rows = session.execute(query.order_by(Checkpoint.epoch.desc()))
+    return [(row.epoch, row.path, row.sha256) for row in rows]
 
 
 def forget_after(session: Session, *, job_id: str, epoch: int) -> None:
@@ -220,16 +305,15 @@ def request_cancel(session: Session, *, job: Job) -> None:
 # Models -----------------------------------------------------------------------------------
 
 
-def get_model(session: Session, *, model_id: str) -> Model | None:
-    return session.get(Model, model_id)
+def get_model(session: Session, *, model_id: str, owner_id: str | None) -> Model | None:
+    return _owned(session, Model, model_id, owner_id)
 
 
-def list_models(session: Session, *, limit: int, offset: int) -> tuple[Sequence[Model], int]:
-    total = session.scalar(select(func.count()).select_from(Model)) or 0
-    rows = session.scalars(
-        select(Model).order_by(Model.created_at.desc(), Model.id).limit(limit).offset(offset)
-    ).all()
-    return rows, total
+def list_models(
+    session: Session, *, owner_id: str, limit: int, offset: int
+) -> tuple[Sequence[Model], int]:
+    query = select(Model).where(Model.owner_id == owner_id)
+    return _page(session, query, Model, limit, offset)
 
 
 def model_for_job(session: Session, *, job_id: str) -> Model | None:

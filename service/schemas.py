@@ -180,3 +180,42 @@ class Readiness(BaseModel):
     status: str
     database: str
     broker: str
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$", examples=["ada"]
+    )
+
+
+class UserRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    created_at: datetime
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        "default", min_length=1, max_length=128, description="What the key is for.",
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+    )  # fmt: skip
+
+
+class KeyRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    user_id: str
+    name: str
+    prefix: str = Field(description="The key's first characters, to recognise it.")
+    created_at: datetime
+
+
+class KeyCreated(KeyRead):
+    key: str = Field(description="The key itself. Shown once: only its hash is stored.")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, computed_field
+from limits import parse
+from pydantic import Field, SecretStr, computed_field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,10 +42,37 @@ class Settings(BaseSettings):
         50_000_000, ge=1, description="Largest image (width x height) accepted in an upload."
     )
     max_predict_rows: int = Field(10_000, ge=1, description="Most inputs in one predict call.")
+    max_request_bytes: int = Field(
+        64 << 20,
+        ge=1024,
+        description="Largest request body of every endpoint but the uploads (JSON: job specs, "
+        "predict inputs).",
+    )
     max_predict_upload_bytes: int = Field(
         32 << 20, ge=1, description="Largest multipart body of image files for prediction."
     )
     model_cache_size: int = Field(16, ge=1, description="Models kept in memory for prediction.")
+    auth: bool | None = Field(
+        None,
+        description="Require an API key on every endpoint but health and docs. Default: off "
+        "for the embedded defaults (SQLite and the filesystem broker, one machine, loopback "
+        "only), on for any other deployment.",
+    )
+    admin_key: SecretStr | None = Field(
+        None, description="The key that creates users and their API keys (at least 32 chars)."
+    )
+    rate_limit_predict: str = Field(
+        "600/minute", description="Calls of POST /predict per API key (limits' notation)."
+    )
+    rate_limit_jobs: str = Field(
+        "60/minute", description="Calls of POST /jobs per API key (limits' notation)."
+    )
+    rate_limit_storage_url: str | None = Field(
+        None,
+        description="Where rate-limit counters live (limits' storage URL). Default: the "
+        "broker's Redis when the broker is Redis, else memory (one API process).",
+    )
+    max_active_jobs: int = Field(20, ge=1, description="Most queued plus running jobs of one user.")
     torch_threads: int | None = Field(
         None,
         ge=1,
@@ -59,6 +87,12 @@ class Settings(BaseSettings):
     dispatch_sweep_seconds: float = Field(
         5.0, gt=0, description="How often the API re-sends unsent jobs and orphaned jobs."
     )
+    redispatch_seconds: float = Field(
+        300,
+        gt=0,
+        description="A job still queued this long after its message was sent is sent again "
+        "(the message may be lost, e.g. Redis restarted empty); at most once per period.",
+    )
     cancel_poll_seconds: float = Field(
         1.0, gt=0, description="How often a running job checks whether it was cancelled."
     )
@@ -69,6 +103,34 @@ class Settings(BaseSettings):
         description="Send jobs whose device is auto or cuda to the GPU queue (set when a GPU "
         "worker runs).",
     )
+    max_job_seconds: float = Field(
+        86_400,
+        ge=1,
+        description="Longest wall-clock run of a job, and its limit unless its spec sets a "
+        "lower training.time_limit_seconds.",
+    )
+    max_parameters: int = Field(
+        50_000_000, ge=1, description="Most trainable parameters of a job's network."
+    )
+
+    @field_validator("rate_limit_predict", "rate_limit_jobs")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse(value)  # ValueError names the bad notation
+        return value
+
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("the admin key must be at least 32 characters")
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        if self.auth is not None:
+            return self.auth
+        return not (self.database_url is None and self.uses_embedded_broker)
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -55,10 +55,62 @@ class Base(DeclarativeBase):
     }
 
 
+LOCAL_USER = "local"  # owns everything when authentication is off (migration 0002 makes it)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    keys: Mapped[list[ApiKey]] = relationship(
+        back_populates="user", order_by="ApiKey.created_at", cascade="all, delete-orphan"
+    )
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored. Keys are 256 random bits, so a fast hash is
+    enough (there is nothing to brute-force); the prefix lets a user recognise a key."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="keys")
+
+
+class IdempotentRequest(Base):
+    """The first answer to a request sent with an `Idempotency-Key`, replayed on retries."""
+
+    __tablename__ = "idempotent_requests"
+    __table_args__ = (UniqueConstraint("owner_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(256))
+    endpoint: Mapped[str] = mapped_column(String(64))  # "POST /jobs"
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of what was sent
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+def _owner() -> Mapped[str]:
+    return mapped_column(ForeignKey("users.id"), index=True, default=LOCAL_USER)
+
+
 class Dataset(Base):
     __tablename__ = "datasets"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = _owner()
     name: Mapped[str] = mapped_column(String(256))
     format: Mapped[str] = mapped_column(String(16))  # csv, parquet, npz
     filename: Mapped[str] = mapped_column(Text)  # the uploaded file names, comma-separated
@@ -77,6 +129,7 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = _owner()
     status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
     kind: Mapped[str] = mapped_column(String(32))
     task: Mapped[str] = mapped_column(String(32))
@@ -149,6 +202,7 @@ class Model(Base):
     __tablename__ = "models"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = _owner()
     job_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), unique=True, nullable=True
     )

@@ -1,31 +1,53 @@
-"""Checks of a job spec against its datasets, before the job is recorded: a wrong column
-or an impossible task is a 422 now rather than a failed job later."""
+"""Checks of a job spec against its datasets (or environment) and the service's caps, before
+the job is recorded: a wrong column, an impossible task or a network too big for the
+workers is a 422 now rather than a failed job later."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from models import cnn, mlp, rnn
 from models.cnn import SpecError, check_cnn_spec
 from models.data import DataError, image_geometry
-from models.envs import EnvError, check_env
+from models.envs import EnvError, EnvInfo, check_env
+from models.linear import poly_feature_count
 from models.prepare import IMAGE_FORMATS
 from models.preprocessing import validate_columns
-from models.specs import CNNSpec, DQNSpec, JobSpec, RNNSpec, TabularSpec
+from models.rl import build_dqn, dqn_config
+from models.specs import CNNSpec, DQNSpec, JobSpec, LinearSpec, MLPSpec, RNNSpec, TabularSpec
 from service.errors import Unprocessable
+from service.settings import Settings
 from service.tables import Dataset
 
 NUMERIC = ("integer", "float", "boolean")
 
 
-def check_environment(spec: JobSpec) -> None:
+def check_environment(spec: JobSpec, settings: Settings) -> None:
     """A reinforcement-learning job's environment exists here and suits the kind."""
     model = spec.model
     assert isinstance(model, DQNSpec | TabularSpec)
     try:
-        check_env(model.env, model.env_options, tabular=isinstance(model, TabularSpec))
+        info = check_env(model.env, model.env_options, tabular=isinstance(model, TabularSpec))
     except EnvError as exc:
         raise Unprocessable(str(exc)) from exc
+    _check_time_limit(spec, settings)
+    _check_size(parameter_count(spec, info), settings)
 
 
-def check_job(spec: JobSpec, dataset: Dataset, test_dataset: Dataset | None) -> None:
+def check_job(
+    spec: JobSpec, dataset: Dataset, test_dataset: Dataset | None, settings: Settings
+) -> None:
+    _check_time_limit(spec, settings)
+    _check_data(spec, dataset, test_dataset)
+    _check_size(parameter_count(spec, dataset), settings)
+
+
+def _check_data(spec: JobSpec, dataset: Dataset, test_dataset: Dataset | None) -> None:
     if spec.task == "forecasting":
         _check_series(spec, dataset)
         if test_dataset is not None:
@@ -189,3 +211,120 @@ def _check_same_layout(spec: JobSpec, dataset: Dataset, test: Dataset) -> None:
             raise Unprocessable(f"test dataset lacks columns: {', '.join(map(str, missing))}")
     elif (dataset.shape or {}).get("x", [None])[1:] != (test.shape or {}).get("x", [None])[1:]:
         raise Unprocessable("test dataset's x has a different per-row shape than the dataset's")
+
+
+# Caps that keep one job from exhausting a worker -------------------------------------------
+
+
+def _check_time_limit(spec: JobSpec, settings: Settings) -> None:
+    limit = spec.training.time_limit_seconds
+    if limit is not None and limit > settings.max_job_seconds:
+        raise Unprocessable(
+            f"training.time_limit_seconds is {limit:g}, more than this service allows: "
+            f"{settings.max_job_seconds:g} s (KEIKO_MAX_JOB_SECONDS)"
+        )
+
+
+def _check_size(count: int, settings: Settings) -> None:
+    if count > settings.max_parameters:
+        raise Unprocessable(
+            f"the network would have {count:,} parameters, more than this service allows: "
+            f"{settings.max_parameters:,} (KEIKO_MAX_PARAMETERS); make it smaller"
+        )
+
+
+def meta_parameter_count(
+    build: Callable[[dict[str, Any]], nn.Module], config: dict[str, Any]
+) -> int:
+    """Trainable parameters of `build(config)`, built on the meta device: shapes without
+    storage, so a network far too big for the machine is counted in milliseconds."""
+    with torch.device("meta"):
+        network = build(config)
+    return sum(p.numel() for p in network.parameters() if p.requires_grad)
+
+
+def parameter_count(spec: JobSpec, source: Dataset | EnvInfo) -> int:
+    """Trainable parameters of the network `spec` trains on `source`: a dataset's record
+    (checked by `check_job` first) or an environment's description. A string feature counts
+    one input per distinct value in the whole table: the training part's vocabulary is at
+    most that."""
+    model = spec.model
+    if isinstance(model, TabularSpec):
+        return 0  # a Q-table is learned without gradients
+    if isinstance(model, DQNSpec):
+        assert isinstance(source, EnvInfo)
+        return meta_parameter_count(build_dqn, dqn_config(model, source))
+    assert isinstance(source, Dataset)
+    dataset = source
+    outputs = _num_outputs(spec, dataset)
+    forecast = spec.task == "forecasting"
+    if isinstance(model, LinearSpec):
+        binary = spec.task == "classification" and outputs == 2
+        out = 1 if spec.task == "regression" or binary else outputs
+        width = poly_feature_count(_num_inputs(spec, dataset), model.degree)
+        return width * out + (out if model.fit_intercept else 0)
+    if isinstance(model, MLPSpec):
+        config: dict[str, Any] = {
+            "in_features": _num_inputs(spec, dataset),
+            "out_features": outputs,
+            "hidden_layers": list(model.hidden_layers),
+            "activation": model.activation,
+            "dropout": model.dropout,
+            "batch_norm": model.batch_norm,
+            "init": model.resolved_init(),
+            "forecast_residual": forecast,
+        }
+        return meta_parameter_count(mlp.build, config)
+    if isinstance(model, RNNSpec):
+        config = {
+            "cell": model.cell,
+            "input_size": _sequence_features(spec, dataset),
+            "hidden_size": model.hidden_size,
+            "num_layers": model.num_layers,
+            "bidirectional": model.bidirectional,
+            "dropout": model.dropout,
+            "nonlinearity": model.nonlinearity,
+            "head": list(model.head),
+            "activation": model.activation,
+            "num_outputs": outputs,
+            "forecast_residual": forecast,
+        }
+        return meta_parameter_count(rnn.build, config)
+    shape = image_shape(dataset)
+    assert shape is not None  # a cnn job: check_job refused anything but images
+    return meta_parameter_count(cnn.build, cnn.network_config(model, shape, outputs))
+
+
+def _num_outputs(spec: JobSpec, dataset: Dataset) -> int:
+    """One logit per class, `horizon` values, or one value."""
+    if spec.task == "forecasting":
+        return spec.resolved_horizon
+    if spec.task != "classification":
+        return 1
+    if dataset.columns is not None:
+        return int(next(c["unique"] for c in dataset.columns if c["name"] == spec.target))
+    # Float labels come without a class count in the record: count the fewest, two.
+    return int((dataset.shape or {}).get("num_classes", 2))
+
+
+def _num_inputs(spec: JobSpec, dataset: Dataset) -> int:
+    """Inputs of one example as the dense kinds see it, flattened."""
+    if spec.task == "forecasting":
+        assert spec.window is not None
+        return spec.window * (1 + len(spec.features or []))
+    if dataset.columns is None:  # arrays or images: one input per element of a row
+        return math.prod(int(d) for d in (dataset.shape or {}).get("x", [0, 0])[1:])
+    columns = {c["name"]: c for c in dataset.columns}
+    features = validate_columns(list(columns), target=spec.target, features=spec.features)
+    return sum(
+        1 if columns[name]["dtype"] in NUMERIC else int(columns[name]["unique"])
+        for name in features
+    )
+
+
+def _sequence_features(spec: JobSpec, dataset: Dataset) -> int:
+    """F of sequences (N, T, F); (N, T) sequences have one."""
+    if spec.task == "forecasting":
+        return 1 + len(spec.features or [])
+    dims = (dataset.shape or {}).get("x") or []
+    return int(dims[2]) if len(dims) == 3 else 1

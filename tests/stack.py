@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+ADMIN_KEY = "test-admin-key-0123456789abcdef0123456789"
 
 
 def free_port() -> int:
@@ -39,13 +41,14 @@ class Stack:
         self.processes[name] = proc
         return proc
 
-    def start(self) -> Stack:
+    def start(self, worker: bool = True) -> Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [sys.executable, "-m", "service.cli", "migrate"],
             cwd=ROOT, env=self.env, check=True, capture_output=True,
         )  # fmt: skip
-        self.start_worker()
+        if worker:
+            self.start_worker()
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         self._spawn(
@@ -64,6 +67,8 @@ class Stack:
             if time.monotonic() > deadline or self.processes["api"].poll() is not None:
                 raise RuntimeError(f"API did not start; log:\n{self.log('api')}")
             time.sleep(0.2)
+        if self.env.get("KEIKO_AUTH") == "true":  # tests act as one user unless they say
+            self.client.headers["Authorization"] = f"Bearer {self.new_user('alice')}"
         return self
 
     def start_worker(self) -> None:
@@ -79,6 +84,29 @@ class Stack:
         worker = self.processes["worker"]
         worker.kill()
         worker.wait()
+
+    def restart_api(self) -> None:
+        """SIGKILL the API (a crash), then start it again on the same address, so the same
+        client keeps working once it answers."""
+        api = self.processes["api"]
+        api.kill()
+        api.wait()
+        port = self.base_url.rpartition(":")[2]
+        self._spawn(
+            "api",
+            [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1",
+             "--port", port, "--no-access-log"],
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if self.http().get("/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or self.processes["api"].poll() is not None:
+                raise RuntimeError(f"API did not restart; log:\n{self.log('api')}")
+            time.sleep(0.2)
 
     def log(self, name: str) -> str:
         path = self.data_dir / f"{name}.log"
@@ -103,6 +131,25 @@ class Stack:
         assert self.client is not None
         return self.client
 
+    def admin(self) -> httpx.Client:
+        """A client that sends the admin key."""
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        return httpx.Client(base_url=self.base_url, timeout=60, headers=headers)
+
+    def new_user(self, name: str) -> str:
+        """Create a user (unique name) with one API key; return the key."""
+        with self.admin() as admin:
+            created = admin.post("/users", json={"name": f"{name}-{uuid.uuid4().hex[:8]}"})
+            assert created.status_code == 201, created.text
+            key = admin.post(f"/users/{created.json()['id']}/keys", json={"name": "tests"})
+            assert key.status_code == 201, key.text
+            return str(key.json()["key"])
+
+    def client_for(self, key: str | None) -> httpx.Client:
+        """A client with another user's key, or with none."""
+        headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+        return httpx.Client(base_url=self.base_url, timeout=60, headers=headers)
+
     def wait_for_job(self, job_id: str, timeout: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -124,6 +171,11 @@ def stack_env(data_dir: Path, **overrides: str) -> dict[str, str]:
             "KEIKO_CANCEL_POLL_SECONDS": "0.2",
             "KEIKO_JOB_LEASE_SECONDS": "3",
             "KEIKO_DISPATCH_SWEEP_SECONDS": "0.5",
+            "KEIKO_AUTH": "true",
+            "KEIKO_ADMIN_KEY": ADMIN_KEY,
+            "KEIKO_RATE_LIMIT_JOBS": "100000/minute",
+            "KEIKO_RATE_LIMIT_PREDICT": "100000/minute",
+            "KEIKO_MAX_ACTIVE_JOBS": "1000",
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": "1",
         }

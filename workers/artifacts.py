@@ -27,12 +27,15 @@ def save_model(
     existing = repository.model_for_job(session, job_id=job_id)
     if existing is not None:  # a redelivered job that had already registered its model
         return existing.id
+    job = repository.get_job(session, job_id=job_id, owner_id=None)
+    assert job is not None
     model_id = new_id()
     path = store.model_dir(model_id) / "model.safetensors"
     sha = save_bundle(path, kind=spec.model.kind, interface=interface, result=result)
     session.add(
         Model(
             id=model_id,
+            owner_id=job.owner_id,
             job_id=job_id,
             kind=spec.model.kind,
             task=spec.task,

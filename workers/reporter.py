@@ -1,5 +1,5 @@
 """The worker's side of `models.base.Reporter`: metrics and checkpoints to SQL and the
-artifact store, and the answer to "was this job cancelled?"."""
+artifact store, the answer to "was this job cancelled?", and the job's deadline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from models.base import EpochRecord
+from models.base import Deadline, EpochRecord
 from models.checkpoint import Checkpoint, CorruptCheckpointError, load_checkpoint, save_checkpoint
 from models.metrics import json_safe
 from service import repository
@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 
 
 class JobReporter:
-    def __init__(self, job_id: str, store: ArtifactStore) -> None:
+    def __init__(self, job_id: str, store: ArtifactStore, deadline: Deadline | None) -> None:
         self.job_id = job_id
         self.store = store
+        self._deadline = deadline
 
     def epoch_end(self, record: EpochRecord) -> None:
         safe = json_safe(
@@ -41,6 +42,9 @@ class JobReporter:
     def cancelled(self) -> bool:
         with session_scope() as session:
             return repository.cancel_requested(session, job_id=self.job_id)
+
+    def deadline(self) -> Deadline | None:
+        return self._deadline
 
     def checkpoint(
         self,
@@ -64,26 +68,23 @@ class JobReporter:
             )
 
     def resume(self) -> Checkpoint | None:
-        """The last good checkpoint of an earlier attempt; later epochs are forgotten."""
+        """The latest checkpoint of an earlier attempt that passes its sha256 check (a file
+        corrupted or swapped on disk is refused, and the one before it tried); the history
+        after it is forgotten. None: start over."""
         with session_scope() as session:
-            row = repository.latest_checkpoint(session, job_id=self.job_id)
-            if row is None:
-                repository.forget_after(session, job_id=self.job_id, epoch=0)
-                return None
-            epoch, rel_path, sha = row.epoch, row.path, row.sha256
-        try:
-            checkpoint = load_checkpoint(self.store.path(rel_path), expected_sha256=sha)
-        except (CorruptCheckpointError, OSError) as exc:
-            log.warning(
-                "job %s: checkpoint of epoch %d unusable (%s); starting over",
-                self.job_id,
-                epoch,
-                exc,
-            )
-            with session_scope() as session:
-                repository.forget_after(session, job_id=self.job_id, epoch=0)
+            candidates = repository.checkpoints_newest_first(session, job_id=self.job_id)
+        resumed: tuple[int, Checkpoint] | None = None
+        for epoch, rel_path, sha in candidates:
+            try:
+                resumed = epoch, load_checkpoint(self.store.path(rel_path), expected_sha256=sha)
+                break
+            except (CorruptCheckpointError, OSError) as exc:
+                log.warning("job %s: checkpoint of epoch %d refused: %s", self.job_id, epoch, exc)
+        with session_scope() as session:
+            repository.forget_after(session, job_id=self.job_id, epoch=resumed[0] if resumed else 0)
+        if resumed is None:
+            if candidates:
+                log.warning("job %s: no usable checkpoint; starting over", self.job_id)
             return None
-        with session_scope() as session:
-            repository.forget_after(session, job_id=self.job_id, epoch=epoch)
-        log.info("job %s: resuming after epoch %d", self.job_id, epoch)
-        return checkpoint
+        log.info("job %s: resuming after epoch %d", self.job_id, resumed[0])
+        return resumed[1]

@@ -6,14 +6,14 @@ import logging
 import os
 import socket
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import torch
 import torch._dynamo  # optimizers import it lazily (1.5 s): pay that at start-up, not per job
 from celery.signals import worker_init
 
-from models.base import Cancelled, TrainingError, resolve_device
+from models.base import Cancelled, Deadline, TrainingError, resolve_device
 from models.data import DataError
 from models.metrics import json_safe
 from models.prepare import DataSource, prepare_data
@@ -72,41 +72,48 @@ def run_job(job_id: str) -> None:
     heartbeat = _Heartbeat(job_id, worker, lease)
     heartbeat.start()
     try:
-        _train_and_record(job_id, settings.cancel_poll_seconds)
+        _train_and_record(job_id, settings)
     finally:
         heartbeat.stopped.set()
 
 
 def _load(
     job_id: str, store: ArtifactStore
-) -> tuple[JobSpec, DataSource | None, DataSource | None]:
-    """Re-read the job row and re-validate its stored spec; locate its dataset files."""
+) -> tuple[JobSpec, DataSource | None, DataSource | None, datetime]:
+    """Re-read the job row and re-validate its stored spec; locate its dataset files. The
+    last item is when the job first started (a resumed job keeps it: its limit counts on)."""
     with session_scope() as session:
-        job = repository.get_job(session, job_id=job_id)
-        assert job is not None
-        spec = JobSpec.model_validate(job.spec)
+        job = repository.get_job(session, job_id=job_id, owner_id=None)
+        assert job is not None and job.started_at is not None  # claim_job set it
+        spec, started_at = JobSpec.model_validate(job.spec), job.started_at
         sources: list[DataSource | None] = []
         for dataset_id in (job.dataset_id, job.test_dataset_id):
-            dataset = repository.get_dataset(session, dataset_id=dataset_id) if dataset_id else None
+            dataset = (
+                repository.get_dataset(session, dataset_id=dataset_id, owner_id=None)
+                if dataset_id
+                else None
+            )
             sources.append(
                 DataSource(store.path(dataset.path), dataset.format) if dataset else None
             )
     if sources[0] is None and spec.dataset_id is not None:
         raise DataError("the job's dataset was deleted")
-    return spec, sources[0], sources[1]
+    return spec, sources[0], sources[1], started_at
 
 
-def _train_and_record(job_id: str, cancel_poll_seconds: float) -> None:
-    store = ArtifactStore(get_settings().artifacts)
+def _train_and_record(job_id: str, settings: Settings) -> None:
+    store = ArtifactStore(settings.artifacts)
     try:
-        spec, source, test_source = _load(job_id, store)
+        spec, source, test_source, started_at = _load(job_id, store)
+        limit = spec.training.time_limit_seconds or settings.max_job_seconds
+        reporter = JobReporter(job_id, store, Deadline.after_start(started_at, limit))
         device = resolve_device(spec.training.device)
         with session_scope() as session:
             repository.set_device(session, job_id=job_id, device=str(device))
         # Reinforcement learning has no dataset: its kinds make their own environments.
         data = prepare_data(spec, source, test_source).to(device) if source else None
         result = get_kind(spec.model.kind).train(
-            spec, data, JobReporter(job_id, store), cancel_poll_seconds=cancel_poll_seconds
+            spec, data, reporter, cancel_poll_seconds=settings.cancel_poll_seconds
         )
         interface = result.interface or (data.interface() if data is not None else None)
         assert interface is not None, "a kind without data must return its interface"

@@ -6,19 +6,23 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from models.data import DataError
 from models.images import ArchiveLimits
 from service import repository
+from service.auth import CallerDep
 from service.deps import SessionDep, SettingsDep, StoreDep
 from service.errors import Conflict, NotFound, Unprocessable, responses
+from service.idempotency import IdempotencyKey, check_key, commit_once, fingerprint, replay
 from service.ingest import ingest
 from service.schemas import DatasetRead, Page
 from service.tables import Dataset, new_id
 from service.uploads import receive_upload
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], responses=responses(401, 403))
+ENDPOINT = "POST /datasets"
 
 UPLOAD_BODY = {
     "requestBody": {
@@ -63,9 +67,15 @@ def _clean_name(name: str) -> str:
     responses=responses(400, 413, 422),
 )
 async def upload_dataset(
-    request: Request, session: SessionDep, settings: SettingsDep, store: StoreDep
-) -> Dataset:
+    request: Request,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Dataset | JSONResponse:
     """Stream a CSV, Parquet or NPZ file to the artifact store, parse it once and record it."""
+    key = check_key(idempotency_key)
     upload = await receive_upload(
         request, max_bytes=settings.max_upload_bytes, folder=store.incoming_dir()
     )
@@ -75,6 +85,11 @@ async def upload_dataset(
         name = _clean_name(upload.fields.get("name") or upload.files[0].filename)
         for uploaded in upload.files:
             _clean_name(uploaded.filename)
+        sent = fingerprint(name, upload.sha256, *(f.filename for f in upload.files))
+        replayed = replay(session, owner_id=caller.user_id, key=key, endpoint=ENDPOINT, print_=sent)
+        if replayed is not None:
+            upload.discard()
+            return replayed
         try:
             limits = ArchiveLimits(
                 max_files=settings.max_archive_files,
@@ -87,6 +102,7 @@ async def upload_dataset(
         stored = ingested.path
         dataset = Dataset(
             id=dataset_id,
+            owner_id=caller.user_id,
             name=name,
             format=ingested.format,
             filename=", ".join(f.filename for f in upload.files),
@@ -98,23 +114,38 @@ async def upload_dataset(
             shape=ingested.info.shape,
         )
         session.add(dataset)
-        session.commit()
+        replayed = commit_once(
+            session,
+            owner_id=caller.user_id,
+            key=key,
+            endpoint=ENDPOINT,
+            print_=sent,
+            status_code=201,
+            answer=lambda: DatasetRead.model_validate(dataset).model_dump(mode="json"),
+        )
     except BaseException:
         upload.discard()
         if stored is not None:
             stored.unlink(missing_ok=True)
         raise
+    if replayed is not None:  # a concurrent retry with the same key recorded it first
+        upload.discard()
+        store.delete(dataset.path)
+        return replayed
     return dataset
 
 
 @router.get("", response_model=Page[DatasetRead], summary="List datasets")
 def list_datasets(
+    caller: CallerDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> Page[DatasetRead]:
     """Datasets, newest first."""
-    rows, total = repository.list_datasets(session, limit=limit, offset=offset)
+    rows, total = repository.list_datasets(
+        session, owner_id=caller.user_id, limit=limit, offset=offset
+    )
     items = [DatasetRead.model_validate(row) for row in rows]
     return Page[DatasetRead](items=items, total=total, limit=limit, offset=offset)
 
@@ -122,9 +153,9 @@ def list_datasets(
 @router.get(
     "/{dataset_id}", response_model=DatasetRead, summary="Get a dataset", responses=responses(404)
 )
-def get_dataset(dataset_id: str, session: SessionDep) -> Dataset:
+def get_dataset(dataset_id: str, caller: CallerDep, session: SessionDep) -> Dataset:
     """One dataset's record: format, rows, columns or shapes, size and checksum."""
-    dataset = repository.get_dataset(session, dataset_id=dataset_id)
+    dataset = repository.get_dataset(session, dataset_id=dataset_id, owner_id=caller.user_id)
     if dataset is None:
         raise NotFound(f"no dataset with id {dataset_id!r}")
     return dataset
@@ -136,9 +167,11 @@ def get_dataset(dataset_id: str, session: SessionDep) -> Dataset:
     summary="Delete a dataset",
     responses=responses(404, 409),
 )
-def delete_dataset(dataset_id: str, session: SessionDep, store: StoreDep) -> Response:
+def delete_dataset(
+    dataset_id: str, caller: CallerDep, session: SessionDep, store: StoreDep
+) -> Response:
     """Delete a dataset and its file; refused while a queued or running job uses it."""
-    dataset = repository.get_dataset(session, dataset_id=dataset_id)
+    dataset = repository.get_dataset(session, dataset_id=dataset_id, owner_id=caller.user_id)
     if dataset is None:
         raise NotFound(f"no dataset with id {dataset_id!r}")
     if repository.dataset_in_use(session, dataset_id=dataset_id):

@@ -6,12 +6,16 @@ import math
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
 
 from models.specs import JobSpec
 from service import repository
+from service.auth import CallerDep
 from service.deps import SessionDep, SettingsDep
 from service.dispatch import choose_queue, send_job
-from service.errors import Conflict, NotFound, Unprocessable, responses
+from service.errors import Conflict, NotFound, TooManyRequests, Unprocessable, responses
+from service.idempotency import IdempotencyKey, check_key, commit_once, fingerprint, replay
+from service.ratelimit import get_rate_limiter
 from service.schemas import (
     CheckpointRead,
     HistoryEntry,
@@ -25,7 +29,8 @@ from service.schemas import (
 from service.tables import EpochMetric, Job
 from service.validation import check_environment, check_job
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=responses(401, 403))
+ENDPOINT = "POST /jobs"
 
 
 def _progress(job: Job, history: list[EpochMetric]) -> Progress:
@@ -104,23 +109,46 @@ def job_read(job: Job) -> JobRead:
     status_code=202,
     response_model=JobRead,
     summary="Start a training job",
-    responses=responses(404, 422),
+    responses=responses(400, 404, 422, 429),
 )
-def create_job(spec: JobSpec, session: SessionDep, settings: SettingsDep) -> JobRead:
+def create_job(
+    spec: JobSpec,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobRead | JSONResponse:
     """Record the job, then hand it to a worker; answers at once with status `queued`."""
+    key = check_key(idempotency_key)
+    sent = fingerprint(spec.model_dump_json())
+    replayed = replay(session, owner_id=caller.user_id, key=key, endpoint=ENDPOINT, print_=sent)
+    if replayed is not None:
+        return replayed
+    get_rate_limiter().hit("POST /jobs", settings.rate_limit_jobs, caller)
     if spec.dataset_id is None:  # reinforcement learning: the environment is the data
-        check_environment(spec)
+        check_environment(spec, settings)
     else:
-        dataset = repository.get_dataset(session, dataset_id=spec.dataset_id)
+        dataset = repository.get_dataset(
+            session, dataset_id=spec.dataset_id, owner_id=caller.user_id
+        )
         if dataset is None:
             raise Unprocessable(f"dataset_id: no dataset with id {spec.dataset_id!r}")
         test_dataset = None
         if spec.test_dataset_id is not None:
-            test_dataset = repository.get_dataset(session, dataset_id=spec.test_dataset_id)
+            test_dataset = repository.get_dataset(
+                session, dataset_id=spec.test_dataset_id, owner_id=caller.user_id
+            )
             if test_dataset is None:
                 raise Unprocessable(f"test_dataset_id: no dataset with id {spec.test_dataset_id!r}")
-        check_job(spec, dataset, test_dataset)
+        check_job(spec, dataset, test_dataset, settings)
+    active = repository.active_jobs(session, owner_id=caller.user_id)
+    if active >= settings.max_active_jobs:
+        raise TooManyRequests(
+            f"{active} of your jobs are queued or running, the most allowed; wait for one "
+            "to finish or cancel one"
+        )
     job = Job(
+        owner_id=caller.user_id,
         kind=spec.model.kind,
         task=spec.task,
         spec=spec.model_dump(mode="json"),
@@ -130,7 +158,18 @@ def create_job(spec: JobSpec, session: SessionDep, settings: SettingsDep) -> Job
         epochs=_planned_epochs(spec),
     )
     session.add(job)
-    session.commit()  # the message is never sent before the row exists
+    # The message is never sent before the row exists.
+    replayed = commit_once(
+        session,
+        owner_id=caller.user_id,
+        key=key,
+        endpoint=ENDPOINT,
+        print_=sent,
+        status_code=202,
+        answer=lambda: job_read(job).model_dump(mode="json"),
+    )
+    if replayed is not None:  # a concurrent retry with the same key recorded it first
+        return replayed
     answer = job_read(job)  # as recorded: a fast worker may already be running it
     send_job(job.id, job.queue)
     return answer
@@ -148,22 +187,25 @@ def _planned_epochs(spec: JobSpec) -> int:
 
 @router.get("", response_model=Page[JobSummary], summary="List jobs")
 def list_jobs(
+    caller: CallerDep,
     session: SessionDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> Page[JobSummary]:
     """Jobs, newest first, optionally only those with one status."""
-    rows, total = repository.list_jobs(session, status=status, limit=limit, offset=offset)
+    rows, total = repository.list_jobs(
+        session, owner_id=caller.user_id, status=status, limit=limit, offset=offset
+    )
     return Page[JobSummary](
         items=[job_summary(j) for j in rows], total=total, limit=limit, offset=offset
     )
 
 
 @router.get("/{job_id}", response_model=JobRead, summary="Get a job", responses=responses(404))
-def get_job(job_id: str, session: SessionDep) -> JobRead:
+def get_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobRead:
     """Status, progress, per-epoch history, checkpoints, final metrics and the model id."""
-    job = repository.get_job(session, job_id=job_id, full=True)
+    job = repository.get_job(session, job_id=job_id, owner_id=caller.user_id, full=True)
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")
     return job_read(job)
@@ -176,9 +218,9 @@ def get_job(job_id: str, session: SessionDep) -> JobRead:
     summary="Cancel a job",
     responses=responses(404, 409),
 )
-def cancel_job(job_id: str, session: SessionDep) -> JobRead:
+def cancel_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobRead:
     """A queued job is cancelled at once; a running one stops within about a second."""
-    job = repository.get_job(session, job_id=job_id, full=True)
+    job = repository.get_job(session, job_id=job_id, owner_id=caller.user_id, full=True)
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")
     if job.status not in repository.ACTIVE:

@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from models.base import InputError
 from models.rl import PolicyPredictor
 from service import repository
+from service.auth import CallerDep
 from service.deps import SessionDep, SettingsDep, StoreDep
 from service.errors import NotFound, Unprocessable, responses
 from service.inference import load_predictor
 from service.schemas import ModelRead, Page, RolloutRequest, RolloutResponse
 from service.tables import Model
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], responses=responses(401, 403))
 
 
 @router.get("", response_model=Page[ModelRead], summary="List models")
 def list_models(
+    caller: CallerDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> Page[ModelRead]:
     """Models, newest first."""
-    rows, total = repository.list_models(session, limit=limit, offset=offset)
+    rows, total = repository.list_models(
+        session, owner_id=caller.user_id, limit=limit, offset=offset
+    )
     items = [ModelRead.model_validate(row) for row in rows]
     return Page[ModelRead](items=items, total=total, limit=limit, offset=offset)
 
@@ -33,23 +38,39 @@ def list_models(
 @router.get(
     "/{model_id}", response_model=ModelRead, summary="Get a model", responses=responses(404)
 )
-def get_model(model_id: str, session: SessionDep) -> Model:
+def get_model(model_id: str, caller: CallerDep, session: SessionDep) -> Model:
     """Kind, task, source job, input schema, output labels and metrics of a model."""
-    model = repository.get_model(session, model_id=model_id)
+    model = repository.get_model(session, model_id=model_id, owner_id=caller.user_id)
     if model is None:
         raise NotFound(f"no model with id {model_id!r}")
     return model
+
+
+@router.delete("/{model_id}", status_code=204, summary="Delete a model", responses=responses(404))
+def delete_model(
+    model_id: str, caller: CallerDep, session: SessionDep, store: StoreDep
+) -> Response:
+    """Delete a model and its weights file; its job stays, without a model."""
+    model = repository.get_model(session, model_id=model_id, owner_id=caller.user_id)
+    if model is None:
+        raise NotFound(f"no model with id {model_id!r}")
+    folder = str(PurePosixPath(model.path).parent)  # models/<id>/: the bundle and nothing else
+    session.delete(model)
+    session.commit()
+    store.delete(folder)
+    return Response(status_code=204)
 
 
 @router.post(
     "/{model_id}/rollout",
     response_model=RolloutResponse,
     summary="Play episodes with a trained policy",
-    responses=responses(404, 422),
+    responses=responses(400, 404, 409, 422),
 )
 def rollout(
     model_id: str,
     request: RolloutRequest,
+    caller: CallerDep,
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
@@ -57,7 +78,7 @@ def rollout(
     """Run the greedy policy of a dqn, q_learning or sarsa model in a fresh copy of its
     environment: the return and length of each episode, and for GridWorld the cells visited.
     Episode k is reset with `seed + k`, so the same request gives the same episodes."""
-    predictor, found = load_predictor(model_id, session, settings, store)
+    predictor, found = load_predictor(model_id, caller, session, settings, store)
     if not isinstance(predictor, PolicyPredictor):
         raise Unprocessable(
             f"model {found!r} is not a policy: rollouts need a dqn, q_learning or sarsa model"

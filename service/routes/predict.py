@@ -6,33 +6,40 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from models.base import InputError
+from service.auth import CallerDep
 from service.deps import SessionDep, SettingsDep, StoreDep
 from service.errors import PayloadTooLarge, Unprocessable, responses
 from service.inference import load_predictor
+from service.ratelimit import get_rate_limiter
 from service.schemas import PredictRequest, PredictResponse
 from service.uploads import receive_upload
 
 MAX_PREDICT_FILES = 32
 
-router = APIRouter(tags=["predict"])
+router = APIRouter(tags=["predict"], responses=responses(401, 403))
 
 
 @router.post(
     "/predict",
     response_model=PredictResponse,
     summary="Predict with a trained model",
-    responses=responses(404, 413, 422),
+    responses=responses(400, 404, 409, 413, 422, 429),
 )
 def predict(
-    request: PredictRequest, session: SessionDep, settings: SettingsDep, store: StoreDep
+    request: PredictRequest,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
 ) -> PredictResponse:
     """Apply the model's stored preprocessing and network to `inputs`; labels come back as
     they were in the training data."""
+    get_rate_limiter().hit("POST /predict", settings.rate_limit_predict, caller)
     if len(request.inputs) > settings.max_predict_rows:
         raise PayloadTooLarge(
             f"{len(request.inputs)} inputs in one call; the limit is {settings.max_predict_rows}"
         )
-    predictor, model_id = load_predictor(request.model_id, session, settings, store)
+    predictor, model_id = load_predictor(request.model_id, caller, session, settings, store)
     try:
         result = predictor.predict(request.inputs)
     except InputError as exc:
@@ -68,12 +75,17 @@ FILES_BODY = {
     response_model=PredictResponse,
     summary="Predict on uploaded image files",
     openapi_extra=FILES_BODY,
-    responses=responses(400, 404, 413, 422),
+    responses=responses(400, 404, 409, 413, 422, 429),
 )
 async def predict_files(
-    request: Request, session: SessionDep, settings: SettingsDep, store: StoreDep
+    request: Request,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
 ) -> PredictResponse:
     """Multipart variant of `/predict` for image models: `model_id` and up to 32 `file` parts."""
+    get_rate_limiter().hit("POST /predict", settings.rate_limit_predict, caller)
     upload = await receive_upload(
         request,
         max_bytes=settings.max_predict_upload_bytes,
@@ -88,7 +100,7 @@ async def predict_files(
     finally:
         upload.discard()
     predictor, model_id = await run_in_threadpool(
-        load_predictor, model_id, session, settings, store
+        load_predictor, model_id, caller, session, settings, store
     )
     try:
         result = await run_in_threadpool(predictor.predict_files, contents)

@@ -137,3 +137,19 @@ def test_deleting_a_dataset_removes_its_file(stack: Stack) -> None:
     assert len(files) == 1
     assert stack.http().delete(f"/datasets/{dataset_id}").status_code == 204
     assert not files[0].exists()
+
+
+def test_deleting_a_model_removes_its_files(stack: Stack) -> None:
+    dataset_id = upload_frame(stack.http(), iris_frame())
+    job = stack.wait_for_job(stack.http().post("/jobs", json=job_spec(dataset_id)).json()["id"])
+    model_id = job["model_id"]
+    folder = stack.data_dir / "artifacts" / "models" / model_id
+    assert (folder / "model.safetensors").exists()
+    assert stack.http().delete(f"/models/{model_id}").status_code == 204
+    assert not folder.exists()
+    assert stack.http().get(f"/models/{model_id}").status_code == 404
+    body = {"model_id": model_id, "inputs": [[5.1, 3.5, 1.4, 0.2]]}
+    assert stack.http().post("/predict", json=body).status_code == 404
+    after = stack.http().get(f"/jobs/{job['id']}").json()
+    assert after["status"] == "succeeded" and after["model_id"] is None
+    assert stack.http().delete(f"/models/{model_id}").status_code == 404

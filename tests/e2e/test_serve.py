@@ -17,9 +17,11 @@ from tests.stack import ROOT, free_port, stack_env
 def test_serve_runs_api_and_worker_on_embedded_defaults(tmp_path: Path) -> None:
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
+    env = stack_env(tmp_path / "var")
+    del env["KEIKO_AUTH"], env["KEIKO_ADMIN_KEY"]  # the defaults: auth off, loudly
     process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-        cwd=ROOT, env=stack_env(tmp_path / "var"), stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
@@ -41,6 +43,7 @@ def test_serve_runs_api_and_worker_on_embedded_defaults(tmp_path: Path) -> None:
             assert time.monotonic() < deadline + 60
             time.sleep(0.3)
         assert job["status"] == "succeeded", job
+        assert "AUTHENTICATION IS OFF" in (tmp_path / "serve.log").read_text()
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0

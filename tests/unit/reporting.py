@@ -7,16 +7,23 @@ from typing import Any
 
 import torch
 
-from models.base import EpochRecord
+from models.base import Deadline, EpochRecord
 from models.checkpoint import Checkpoint, save_checkpoint
 
 
 class MemoryReporter:
     """Keeps the history; writes checkpoints to `folder` when given; reports the job as
-    cancelled once `cancel_after` records exist; resumes from `resume_from`."""
+    cancelled once `cancel_after` records exist; resumes from `resume_from`; gives the
+    training loops `deadline`."""
 
-    def __init__(self, folder: Path | None = None, cancel_after: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path | None = None,
+        cancel_after: int | None = None,
+        deadline: Deadline | None = None,
+    ) -> None:
         self.folder = folder
+        self.job_deadline = deadline
         self.records: list[EpochRecord] = []
         self.checkpoints: list[tuple[int, Path]] = []
         self.metas: list[dict[str, Any]] = []
@@ -28,6 +35,9 @@ class MemoryReporter:
 
     def cancelled(self) -> bool:
         return self.cancel_after is not None and len(self.records) >= self.cancel_after
+
+    def deadline(self) -> Deadline | None:
+        return self.job_deadline
 
     def checkpoint(
         self,

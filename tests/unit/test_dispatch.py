@@ -1,18 +1,35 @@
-"""Queue routing and the model cache (pure logic, no broker)."""
+"""Queue routing, the outbox sweep, the claim, the message settings and the model cache.
+The sweep runs against a SQLite database built by the migrations and sends real messages to
+the embedded broker."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import torch
+from alembic import command
+from pydantic import ValidationError
+from sqlalchemy import update
 
 from models.base import PreparedData, Split, TrainResult
 from models.bundle import save_bundle
 from models.mlp import build
-from service.dispatch import choose_queue
+from service import dispatch, repository
+from service.db import get_engine, get_sessionmaker, session_scope
+from service.dispatch import choose_queue, producer, sweep_once
 from service.inference import ModelCache
-from service.settings import Settings
+from service.settings import Settings, get_settings
+from service.tables import Job, utcnow
+from tests.test_migrations import alembic_config
+from workers.celery_app import make_celery
+
+REDISPATCH_SECONDS = 60
 
 
 @pytest.mark.parametrize(
@@ -28,6 +45,145 @@ from service.settings import Settings
 )
 def test_choose_queue(route_to_gpu: bool, device: str, queue: str) -> None:
     assert choose_queue(Settings(route_to_gpu=route_to_gpu), device) == queue
+
+
+# The outbox sweep ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broker_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An embedded deployment in tmp_path for this test only; yields the broker's queue
+    folder, where each message the sweep sends is one file."""
+    for name in list(os.environ):
+        if name.startswith("KEIKO_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("KEIKO_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("KEIKO_DISPATCH_SWEEP_SECONDS", "5")
+    monkeypatch.setenv("KEIKO_REDISPATCH_SECONDS", str(REDISPATCH_SECONDS))
+    cached = (get_settings, get_engine, get_sessionmaker, producer)
+    for function in cached:
+        function.cache_clear()
+    command.upgrade(alembic_config(get_settings().resolved_database_url), "head")
+    try:
+        yield get_settings().broker_folder / "queue"
+    finally:
+        get_engine().dispose()
+        for function in cached:
+            function.cache_clear()
+
+
+def add_job(
+    status: str = "queued",
+    *,
+    sent_ago: float | None,
+    lease_left: float | None = None,
+) -> str:
+    """A job created ten minutes ago whose message went out `sent_ago` seconds ago (None:
+    never sent); a running job's lease runs out in `lease_left` seconds."""
+    now = utcnow()
+    with session_scope() as session:
+        job = Job(
+            status=status,
+            kind="mlp",
+            task="regression",
+            spec={},
+            queue="celery",
+            epochs=1,
+            created_at=now - timedelta(minutes=10),
+            dispatched_at=None if sent_ago is None else now - timedelta(seconds=sent_ago),
+            lease_expires_at=None if lease_left is None else now + timedelta(seconds=lease_left),
+        )
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def take_messages(queue: Path) -> list[str]:
+    """The job ids of the messages waiting in the embedded broker, removing them."""
+    job_ids = []
+    for path in sorted(queue.glob("*.celery.msg")):
+        message = json.loads(path.read_text())
+        body = json.loads(base64.b64decode(message["body"]))
+        args, _kwargs, _embed = body
+        job_ids.append(args[0])
+        path.unlink()
+    return sorted(job_ids)
+
+
+def dispatched_at(job_id: str) -> datetime | None:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job.dispatched_at
+
+
+def test_sweep_sends_unsent_lost_and_orphaned_jobs_only(broker_queue: Path) -> None:
+    never_sent = add_job(sent_ago=None)
+    lost = add_job(sent_ago=REDISPATCH_SECONDS + 1)  # queued a period after its message
+    orphaned = add_job("running", sent_ago=600, lease_left=-1)
+    add_job(sent_ago=REDISPATCH_SECONDS - 10)  # its message may still be on its way
+    add_job("running", sent_ago=600, lease_left=60)  # its worker holds the lease
+    for status in ("succeeded", "failed", "cancelled"):
+        add_job(status, sent_ago=600)
+    before = utcnow()
+
+    assert sweep_once() == 3
+    assert take_messages(broker_queue) == sorted([never_sent, lost, orphaned])
+    for job_id in (never_sent, lost, orphaned):
+        sent = dispatched_at(job_id)
+        assert sent is not None and sent >= before
+
+
+def test_a_waiting_job_is_sent_again_at_most_once_per_period(
+    broker_queue: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = add_job(sent_ago=REDISPATCH_SECONDS + 1)
+    assert sweep_once() == 1
+    assert sweep_once() == 0  # dispatched_at was refreshed: nothing more this period
+    assert take_messages(broker_queue) == [job_id]
+
+    later = utcnow() + timedelta(seconds=REDISPATCH_SECONDS + 1)
+    monkeypatch.setattr(dispatch, "utcnow", lambda: later)
+    assert sweep_once() == 1
+    assert take_messages(broker_queue) == [job_id]
+
+
+@pytest.mark.usefixtures("broker_queue")
+def test_a_job_is_claimed_once_and_taken_over_when_its_lease_lapses() -> None:
+    job_id = add_job(sent_ago=0)
+    lease = timedelta(seconds=60)
+    with session_scope() as session:
+        assert repository.claim_job(session, job_id=job_id, worker="a", lease=lease)
+    with session_scope() as session:  # the same message again: nothing to claim
+        assert not repository.claim_job(session, job_id=job_id, worker="b", lease=lease)
+    with session_scope() as session:  # worker a stops renewing; its lease runs out
+        session.execute(
+            update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - lease)
+        )
+    with session_scope() as session:
+        assert repository.claim_job(session, job_id=job_id, worker="b", lease=lease)
+    with session_scope() as session:  # a is back, too late: b owns the job
+        assert not repository.renew_lease(session, job_id=job_id, worker="a", lease=lease)
+        job = session.get(Job, job_id)
+        assert job is not None and (job.worker, job.attempts) == ("b", 2)
+
+
+def test_messages_are_json_only_acknowledged_late_and_taken_one_at_a_time() -> None:
+    settings = Settings(broker_url="redis://127.0.0.1:6379/0", broker_visibility_timeout=600)
+    conf = make_celery(settings).conf
+    assert (conf.task_serializer, conf.accept_content) == ("json", ["json"])
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_transport_options["visibility_timeout"] == 600
+
+
+def test_redispatch_seconds_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KEIKO_REDISPATCH_SECONDS", raising=False)
+    assert Settings().redispatch_seconds == 300
+    monkeypatch.setenv("KEIKO_REDISPATCH_SECONDS", "2.5")
+    assert Settings().redispatch_seconds == 2.5
+    with pytest.raises(ValidationError):
+        Settings(redispatch_seconds=0)
 
 
 def _bundle(path: Path) -> str:

@@ -1,0 +1,71 @@
+"""Per-key rate limits (the `limits` library): a moving window, counted in Redis when the
+deployment has one, so that every API process shares the counters, else in memory.
+
+A limiter whose storage is down lets requests through and logs it: a broken counter must not
+take predictions or job submissions down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from functools import lru_cache
+
+from limits import parse
+from limits.storage import Storage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from service.auth import Caller
+from service.errors import TooManyRequests
+from service.settings import Settings, get_settings
+
+log = logging.getLogger("keiko")
+
+
+def storage_url(settings: Settings) -> str:
+    if settings.rate_limit_storage_url:
+        return settings.rate_limit_storage_url
+    broker = settings.resolved_broker_url
+    if broker.startswith(("redis://", "rediss://")):
+        return broker
+    return "memory://"
+
+
+class RateLimiter:
+    def __init__(self, storage: Storage) -> None:
+        self.limiter = MovingWindowRateLimiter(storage)
+
+    def hit(self, what: str, rate: str, caller: Caller) -> None:
+        """Count one call of `what` by the caller's key; 429 with Retry-After when over."""
+        if caller.key_id is None:  # authentication off: no keys to tell callers apart
+            return
+        item = parse(rate)
+        try:
+            if self.limiter.hit(item, what, caller.key_id):
+                return
+            stats = self.limiter.get_window_stats(item, what, caller.key_id)
+        except Exception:  # storage down: fail open
+            log.exception("rate limiter storage failed; letting the request through")
+            return
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise TooManyRequests(
+            f"rate limit of {rate} for {what} reached for this API key; retry in {retry_after} s",
+            retry_after=retry_after,
+        )
+
+
+@lru_cache
+def get_rate_limiter() -> RateLimiter:
+    settings = get_settings()
+    url = storage_url(settings)
+    options: dict[str, float | str | bool] = {}
+    if url.startswith(("redis://", "rediss://")):
+        options = {
+            "key_prefix": f"{settings.broker_key_prefix}keiko-ratelimit",
+            "socket_timeout": 1.0,
+            "socket_connect_timeout": 1.0,
+        }
+    storage = storage_from_string(url, **options)
+    assert isinstance(storage, Storage)  # a synchronous one: no "async+" URL
+    return RateLimiter(storage)
