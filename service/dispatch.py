@@ -61,10 +61,13 @@ def send_job(job_id: str, queue: str) -> bool:
 
 
 def sweep_once() -> int:
-    """Send what never reached the broker, re-send queued jobs whose message may be lost,
-    and re-send jobs whose worker died. Answers how many messages the broker took."""
+    """End abandoned jobs that must not run again (cancelled, or out of attempts), send what
+    never reached the broker, re-send queued jobs whose message may be lost, and re-send
+    jobs whose worker died. Answers how many messages the broker took."""
     settings = get_settings()
     now = utcnow()
+    with session_scope() as session:
+        repository.settle_abandoned_jobs(session, now=now, max_attempts=settings.max_attempts)
     with session_scope() as session:
         # Jobs younger than one sweep period are left to the route's own send.
         pending = repository.undispatched_jobs(

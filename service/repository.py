@@ -31,8 +31,13 @@ Owned = TypeVar("Owned", Dataset, Job, Model)
 # Another user's row is then simply not found, and the API answers 404 as for a missing one.
 
 
+def _storable(row_id: str) -> bool:
+    # PostgreSQL text cannot hold NUL: no row has such an id, and asking for one is an error.
+    return "\x00" not in row_id
+
+
 def _owned(session: Session, table: type[Owned], row_id: str, owner_id: str | None) -> Owned | None:
-    row = session.get(table, row_id)
+    row = session.get(table, row_id) if _storable(row_id) else None
     if row is None or (owner_id is not None and row.owner_id != owner_id):
         return None
     return row
@@ -52,7 +57,7 @@ def _page(
 
 
 def get_user(session: Session, *, user_id: str) -> User | None:
-    return session.get(User, user_id)
+    return session.get(User, user_id) if _storable(user_id) else None
 
 
 def user_named(session: Session, *, name: str) -> User | None:
@@ -68,7 +73,7 @@ def find_key(session: Session, *, key_hash: str) -> ApiKey | None:
 
 
 def get_key(session: Session, *, key_id: str) -> ApiKey | None:
-    return session.get(ApiKey, key_id)
+    return session.get(ApiKey, key_id) if _storable(key_id) else None
 
 
 # Idempotent requests ----------------------------------------------------------------------
@@ -116,7 +121,7 @@ def dataset_in_use(session: Session, *, dataset_id: str) -> bool:
 def get_job(
     session: Session, *, job_id: str, owner_id: str | None, full: bool = False
 ) -> Job | None:
-    if not full:
+    if not full or not _storable(job_id):
         return _owned(session, Job, job_id, owner_id)
     query = (
         select(Job)
@@ -169,12 +174,42 @@ def orphaned_jobs(session: Session, *, now: datetime) -> list[tuple[str, str]]:
     return [(row.id, row.queue) for row in session.execute(query.order_by(Job.created_at))]
 
 
+def settle_abandoned_jobs(session: Session, *, now: datetime, max_attempts: int) -> None:
+    """Running jobs whose worker died and that must not run again: a cancelled one ends
+    `cancelled`; one that has lost its worker `max_attempts` times ends `failed`."""
+    expired = (Job.status == "running") & (Job.lease_expires_at < now)
+    ended = {"finished_at": now, "updated_at": now, "lease_expires_at": None}
+    session.execute(
+        update(Job)
+        .where(expired, Job.cancel_requested.is_(True))
+        .values(status="cancelled", **ended)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Job)
+        .where(expired, Job.cancel_requested.is_(False), Job.attempts >= max_attempts)
+        .values(
+            status="failed",
+            error_type="WorkerLost",
+            error_message=(
+                f"worker lost: the job's worker stopped under it (killed, out of memory or "
+                f"its machine lost) on each of its {max_attempts} attempts; not retried"
+            ),
+            **ended,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
 def mark_dispatched(session: Session, *, job_id: str) -> None:
     session.execute(update(Job).where(Job.id == job_id).values(dispatched_at=utcnow()))
 
 
-def claim_job(session: Session, *, job_id: str, worker: str, lease: timedelta) -> bool:
-    """Atomically take a queued job, or a running one whose lease ran out (its worker died).
+def claim_job(
+    session: Session, *, job_id: str, worker: str, lease: timedelta, max_attempts: int
+) -> bool:
+    """Atomically take a queued job, or a running one whose lease ran out (its worker died)
+    and that has attempts left.
 
     One UPDATE ... WHERE decides; a second delivery of the same message claims nothing.
     """
@@ -185,7 +220,9 @@ def claim_job(session: Session, *, job_id: str, worker: str, lease: timedelta) -
             Job.id == job_id,
             or_(
                 Job.status == "queued",
-                (Job.status == "running") & (Job.lease_expires_at < now),
+                (Job.status == "running")
+                & (Job.lease_expires_at < now)
+                & (Job.attempts < max_attempts),
             ),
             Job.cancel_requested.is_(False),
         )
@@ -219,6 +256,14 @@ def set_device(session: Session, *, job_id: str, device: str) -> None:
 
 def cancel_requested(session: Session, *, job_id: str) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def owns_job(session: Session, *, job_id: str, worker: str) -> bool:
+    """Whether `worker` still runs the job, with the row locked (PostgreSQL) until the end
+    of the transaction, so a takeover cannot slip in between this check and the write."""
+    query = select(Job.worker, Job.status).where(Job.id == job_id).with_for_update()
+    row = session.execute(query).first()
+    return row is not None and row.worker == worker and row.status == "running"
 
 
 def record_epoch(
@@ -272,15 +317,18 @@ def finish_job(
     session: Session,
     *,
     job_id: str,
+    worker: str,
     status: str,
     metrics: dict[str, Any] | None = None,
     error_type: str | None = None,
     error_message: str | None = None,
-) -> None:
+) -> bool:
+    """End a job this worker still owns; False when another worker took it over (this one
+    lost its lease) or it has ended already: then nothing is written."""
     now = utcnow()
-    session.execute(
+    result = session.execute(
         update(Job)
-        .where(Job.id == job_id)
+        .where(Job.id == job_id, Job.worker == worker, Job.status == "running")
         .values(
             status=status,
             metrics=metrics,
@@ -290,7 +338,9 @@ def finish_job(
             updated_at=now,
             lease_expires_at=None,
         )
+        .execution_options(synchronize_session=False)
     )
+    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 def request_cancel(session: Session, *, job: Job) -> None:

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(
         120, ge=1, description="A running job whose heartbeat is older than this is taken over."
     )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Attempts a job gets when its worker dies under it (killed, out of "
+        "memory); after the last it ends failed, 'worker lost'.",
+    )
     dispatch_sweep_seconds: float = Field(
         5.0, gt=0, description="How often the API re-sends unsent jobs and orphaned jobs."
     )

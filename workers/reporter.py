@@ -4,12 +4,21 @@ artifact store, the answer to "was this job cancelled?", and the job's deadline.
 from __future__ import annotations
 
 import logging
+import threading
+import uuid
 from typing import Any
 
 import torch
+from sqlalchemy.orm import Session
 
-from models.base import Deadline, EpochRecord
-from models.checkpoint import Checkpoint, CorruptCheckpointError, load_checkpoint, save_checkpoint
+from models.base import Cancelled, Deadline, EpochRecord
+from models.checkpoint import (
+    Checkpoint,
+    CorruptCheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    sidecar_path,
+)
 from models.metrics import json_safe
 from service import repository
 from service.db import session_scope
@@ -18,17 +27,46 @@ from service.storage import ArtifactStore
 log = logging.getLogger(__name__)
 
 
+class LeaseLost(Cancelled):
+    """This worker's lease on the job is gone: another worker took it over. The training
+    stops like a cancelled one, and this attempt records nothing more."""
+
+
 class JobReporter:
-    def __init__(self, job_id: str, store: ArtifactStore, deadline: Deadline | None) -> None:
+    """Every write first checks that this worker still owns the job (in the same
+    transaction): a worker that stalled past its lease and woke up after another took the
+    job over writes nothing, and stops at its next check."""
+
+    def __init__(
+        self,
+        job_id: str,
+        store: ArtifactStore,
+        deadline: Deadline | None,
+        worker: str,
+        lease_lost: threading.Event | None = None,
+    ) -> None:
         self.job_id = job_id
         self.store = store
         self._deadline = deadline
+        self.worker = worker
+        self._lease_lost = lease_lost or threading.Event()
+        # Checkpoint files are this attempt's own: a stalled worker cannot overwrite the
+        # file another attempt recorded for the same epoch.
+        self._attempt = uuid.uuid4().hex[:8]
+
+    def _check_owner(self, session: Session) -> None:
+        if self._lease_lost.is_set() or not repository.owns_job(
+            session, job_id=self.job_id, worker=self.worker
+        ):
+            self._lease_lost.set()
+            raise LeaseLost()
 
     def epoch_end(self, record: EpochRecord) -> None:
         safe = json_safe(
             {"train_loss": record.train_loss, "val_loss": record.val_loss, **record.metrics}
         )
         with session_scope() as session:
+            self._check_owner(session)
             repository.record_epoch(
                 session,
                 job_id=self.job_id,
@@ -40,6 +78,8 @@ class JobReporter:
             )
 
     def cancelled(self) -> bool:
+        if self._lease_lost.is_set():
+            raise LeaseLost()
         with session_scope() as session:
             return repository.cancel_requested(session, job_id=self.job_id)
 
@@ -53,19 +93,28 @@ class JobReporter:
         optimizer: torch.optim.Optimizer | None,
         meta: dict[str, Any],
     ) -> None:
-        path = self.store.job_dir(self.job_id) / f"epoch-{epoch:05d}.safetensors"
+        if self._lease_lost.is_set():
+            raise LeaseLost()
+        name = f"epoch-{epoch:05d}-{self._attempt}.safetensors"
+        path = self.store.job_dir(self.job_id) / name
         safe_meta = json_safe(meta)
         sha = save_checkpoint(path, model_state=tensors, optimizer=optimizer, meta=safe_meta)
         # Recorded only after the file is in place: a row always points at a whole file.
-        with session_scope() as session:
-            repository.add_checkpoint(
-                session,
-                job_id=self.job_id,
-                epoch=epoch,
-                path=self.store.relative(path),
-                sha256=sha,
-                metrics=safe_meta.get("metrics", {}),
-            )
+        try:
+            with session_scope() as session:
+                self._check_owner(session)
+                repository.add_checkpoint(
+                    session,
+                    job_id=self.job_id,
+                    epoch=epoch,
+                    path=self.store.relative(path),
+                    sha256=sha,
+                    metrics=safe_meta.get("metrics", {}),
+                )
+        except LeaseLost:
+            path.unlink(missing_ok=True)
+            sidecar_path(path).unlink(missing_ok=True)
+            raise
 
     def resume(self) -> Checkpoint | None:
         """The latest checkpoint of an earlier attempt that passes its sha256 check (a file

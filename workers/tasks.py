@@ -25,7 +25,7 @@ from service.settings import Settings, get_settings
 from service.storage import ArtifactStore
 from workers.artifacts import save_model
 from workers.celery_app import RUN_JOB, app
-from workers.reporter import JobReporter
+from workers.reporter import JobReporter, LeaseLost
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +42,30 @@ def _configure_torch(**_: Any) -> None:
 
 
 class _Heartbeat(threading.Thread):
-    """Renews the job's lease while it trains, so no other worker takes it over."""
+    """Renews the job's lease while it trains, so no other worker takes it over. When the
+    lease is gone (this worker stalled past it and another took the job over), it sets
+    `lost`, and the training stops at its next cancel check without writing anything."""
 
     def __init__(self, job_id: str, worker: str, lease: timedelta) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{job_id}")
         self.job_id, self.worker, self.lease = job_id, worker, lease
         self.stopped = threading.Event()
+        self.lost = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.lease.total_seconds() / 3):
             try:
                 with session_scope() as session:
-                    repository.renew_lease(
+                    renewed = repository.renew_lease(
                         session, job_id=self.job_id, worker=self.worker, lease=self.lease
                     )
             except Exception:
                 log.exception("job %s: lease renewal failed", self.job_id)
+                continue
+            if not renewed:
+                log.warning("job %s: lease lost to another worker; stopping", self.job_id)
+                self.lost.set()
+                return
 
 
 @app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True)
@@ -66,13 +74,16 @@ def run_job(job_id: str) -> None:
     worker = f"{socket.gethostname()}:{os.getpid()}"
     lease = timedelta(seconds=settings.job_lease_seconds)
     with session_scope() as session:
-        if not repository.claim_job(session, job_id=job_id, worker=worker, lease=lease):
+        claimed = repository.claim_job(
+            session, job_id=job_id, worker=worker, lease=lease, max_attempts=settings.max_attempts
+        )
+        if not claimed:
             log.info("job %s: nothing to claim (finished, cancelled or owned elsewhere)", job_id)
             return
     heartbeat = _Heartbeat(job_id, worker, lease)
     heartbeat.start()
     try:
-        _train_and_record(job_id, settings)
+        _train_and_record(job_id, worker, settings, heartbeat.lost)
     finally:
         heartbeat.stopped.set()
 
@@ -101,12 +112,16 @@ def _load(
     return spec, sources[0], sources[1], started_at
 
 
-def _train_and_record(job_id: str, settings: Settings) -> None:
+def _train_and_record(
+    job_id: str, worker: str, settings: Settings, lease_lost: threading.Event
+) -> None:
     store = ArtifactStore(settings.artifacts)
+    model_id: str | None = None
     try:
         spec, source, test_source, started_at = _load(job_id, store)
         limit = spec.training.time_limit_seconds or settings.max_job_seconds
-        reporter = JobReporter(job_id, store, Deadline.after_start(started_at, limit))
+        deadline = Deadline.after_start(started_at, limit)
+        reporter = JobReporter(job_id, store, deadline, worker, lease_lost)
         device = resolve_device(spec.training.device)
         with session_scope() as session:
             repository.set_device(session, job_id=job_id, device=str(device))
@@ -128,16 +143,27 @@ def _train_and_record(job_id: str, settings: Settings) -> None:
                 result=result,
                 metrics=metrics,
             )
-            repository.finish_job(session, job_id=job_id, status="succeeded", metrics=metrics)
+            if not repository.finish_job(
+                session, job_id=job_id, worker=worker, status="succeeded", metrics=metrics
+            ):
+                raise LeaseLost()  # rolls the model row back; its file goes below
         log.info("job %s: succeeded, model %s", job_id, model_id)
+    except LeaseLost:
+        if model_id is not None:
+            with session_scope() as session:
+                kept = repository.get_model(session, model_id=model_id, owner_id=None)
+            if kept is None:  # its row was rolled back: the file is this attempt's alone
+                store.delete(store.relative(store.model_dir(model_id)))
+        log.warning("job %s: another worker owns it now; this attempt leaves nothing", job_id)
     except Cancelled:
-        _finish(job_id, "cancelled", None, None)
+        _finish(job_id, worker, "cancelled", None, None)
     except (TrainingError, DataError) as exc:
-        _finish(job_id, "failed", type(exc).__name__, str(exc))
+        _finish(job_id, worker, "failed", type(exc).__name__, str(exc))
     except (torch.OutOfMemoryError, MemoryError) as exc:
         first_line = (str(exc) or type(exc).__name__).splitlines()[0]
         _finish(
             job_id,
+            worker,
             "failed",
             "OutOfMemoryError",
             f"the worker ran out of memory ({first_line}); try a smaller batch_size or a "
@@ -145,11 +171,20 @@ def _train_and_record(job_id: str, settings: Settings) -> None:
         )
     except Exception as exc:
         log.exception("job %s crashed", job_id)
-        _finish(job_id, "failed", type(exc).__name__, str(exc) or repr(exc))
+        _finish(job_id, worker, "failed", type(exc).__name__, str(exc) or repr(exc))
 
 
-def _finish(job_id: str, status: str, error_type: str | None, message: str | None) -> None:
+def _finish(
+    job_id: str, worker: str, status: str, error_type: str | None, message: str | None
+) -> None:
     with session_scope() as session:
-        repository.finish_job(
-            session, job_id=job_id, status=status, error_type=error_type, error_message=message
+        finished = repository.finish_job(
+            session,
+            job_id=job_id,
+            worker=worker,
+            status=status,
+            error_type=error_type,
+            error_message=message,
         )
+    if not finished:
+        log.warning("job %s: not recorded as %s: another worker owns it now", job_id, status)

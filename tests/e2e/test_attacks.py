@@ -230,8 +230,8 @@ def test_swapped_checkpoint_is_refused_on_resume(stack: Stack) -> None:
     job = stack.http().get(f"/jobs/{job_id}").json()
     latest, earlier = job["checkpoints"][-1], job["checkpoints"][-2]
     folder = stack.data_dir / "artifacts" / "jobs" / job_id
-    latest_file = folder / f"epoch-{latest['epoch']:05d}.safetensors"
-    earlier_file = folder / f"epoch-{earlier['epoch']:05d}.safetensors"
+    (latest_file,) = folder.glob(f"epoch-{latest['epoch']:05d}-*.safetensors")
+    (earlier_file,) = folder.glob(f"epoch-{earlier['epoch']:05d}-*.safetensors")
     latest_file.write_bytes(earlier_file.read_bytes())
     stack.start_worker()
     finished = stack.wait_for_job(job_id, timeout=240)

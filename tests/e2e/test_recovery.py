@@ -3,6 +3,7 @@ its last checkpoint, ending with one model and no duplicated epochs."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 from tests.e2e.helpers import diabetes_frame, job_spec, upload_frame
@@ -58,3 +59,44 @@ def test_a_damaged_message_does_not_stop_the_embedded_worker(embedded_stack: Sta
     assert job["status"] == "succeeded", (job["error"], stack.log("worker"))
     assert (queue / ".rejected" / "0_damaged.celery.msg").exists()
     assert "set aside undecodable message 0_damaged.celery.msg" in stack.log("worker")
+
+
+def test_a_stalled_worker_that_wakes_after_a_takeover_writes_nothing(stack: Stack) -> None:
+    """SIGSTOP the worker mid-job (a long GC pause, a frozen VM), let a second worker take
+    the job over once the lease lapses, then wake the first: it finds its lease gone and
+    stops without writing, and the job ends with one model and each epoch once."""
+    big = diabetes_frame().sample(n=6000, replace=True, random_state=4)
+    dataset_id = upload_frame(stack.http(), big)
+    spec = job_spec(
+        dataset_id,
+        task="regression",
+        target="target",
+        model={"kind": "mlp", "hidden_layers": [64, 64]},
+        training={"epochs": 12, "batch_size": 8, "checkpoint_every": 1, "seed": 6},
+    )
+    job_id = stack.http().post("/jobs", json=spec).json()["id"]
+    deadline = time.monotonic() + 120
+    while len((job := stack.http().get(f"/jobs/{job_id}").json())["checkpoints"]) < 2:
+        assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
+        time.sleep(0.05)
+    stalled = stack.processes["worker"]
+    stalled.send_signal(signal.SIGSTOP)
+    try:
+        stack.start_worker()  # takes the job once the 3 s lease has lapsed
+        while stack.http().get(f"/jobs/{job_id}").json()["attempts"] < 2:
+            assert time.monotonic() < deadline + 60, stack.log("worker")
+            time.sleep(0.1)
+        stalled.send_signal(signal.SIGCONT)
+        job = stack.wait_for_job(job_id, timeout=240)
+    finally:
+        stalled.send_signal(signal.SIGCONT)
+        stalled.kill()  # the stack's worker is the new one from here on
+        stalled.wait()
+    assert job["status"] == "succeeded", (job["error"], stack.log("worker"))
+    assert job["attempts"] == 2
+    assert [entry["epoch"] for entry in job["history"]] == list(range(1, 13))
+    assert [c["epoch"] for c in job["checkpoints"]] == list(range(1, 13))
+    models = stack.http().get("/models", params={"limit": 500}).json()["items"]
+    assert [m["id"] for m in models if m["job_id"] == job_id] == [job["model_id"]]
+    log = stack.log("worker")  # the heartbeat or a write noticed it first
+    assert "lease lost to another worker" in log or "another worker owns it now" in log

@@ -148,24 +148,67 @@ def test_a_waiting_job_is_sent_again_at_most_once_per_period(
     assert take_messages(broker_queue) == [job_id]
 
 
+def expire_lease(job_id: str) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - LEASE)
+        )
+
+
+LEASE = timedelta(seconds=60)
+
+
+def claim(job_id: str, worker: str, max_attempts: int = 3) -> bool:
+    with session_scope() as session:
+        return repository.claim_job(
+            session, job_id=job_id, worker=worker, lease=LEASE, max_attempts=max_attempts
+        )
+
+
 @pytest.mark.usefixtures("broker_queue")
 def test_a_job_is_claimed_once_and_taken_over_when_its_lease_lapses() -> None:
     job_id = add_job(sent_ago=0)
-    lease = timedelta(seconds=60)
-    with session_scope() as session:
-        assert repository.claim_job(session, job_id=job_id, worker="a", lease=lease)
-    with session_scope() as session:  # the same message again: nothing to claim
-        assert not repository.claim_job(session, job_id=job_id, worker="b", lease=lease)
-    with session_scope() as session:  # worker a stops renewing; its lease runs out
-        session.execute(
-            update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - lease)
-        )
-    with session_scope() as session:
-        assert repository.claim_job(session, job_id=job_id, worker="b", lease=lease)
+    assert claim(job_id, "a")
+    assert not claim(job_id, "b")  # the same message again: nothing to claim
+    expire_lease(job_id)  # worker a stops renewing; its lease runs out
+    assert claim(job_id, "b")
     with session_scope() as session:  # a is back, too late: b owns the job
-        assert not repository.renew_lease(session, job_id=job_id, worker="a", lease=lease)
+        assert not repository.renew_lease(session, job_id=job_id, worker="a", lease=LEASE)
+        # ... and a cannot end it either: nothing is written for a.
+        assert not repository.finish_job(session, job_id=job_id, worker="a", status="failed")
         job = session.get(Job, job_id)
-        assert job is not None and (job.worker, job.attempts) == ("b", 2)
+        assert job is not None and (job.worker, job.attempts, job.status) == ("b", 2, "running")
+        assert repository.finish_job(session, job_id=job_id, worker="b", status="succeeded")
+        assert not repository.finish_job(session, job_id=job_id, worker="b", status="failed")
+
+
+@pytest.mark.usefixtures("broker_queue")
+def test_a_job_that_loses_its_worker_every_time_ends_failed() -> None:
+    job_id = add_job(sent_ago=0)
+    for worker in ("a", "b", "c"):
+        assert claim(job_id, worker)
+        expire_lease(job_id)  # killed mid-job
+    assert not claim(job_id, "d")  # three attempts were all it had
+    assert sweep_once() == 0  # not re-sent: ended
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and (job.status, job.error_type) == ("failed", "WorkerLost")
+        assert job.error_message is not None and "3 attempts" in job.error_message
+
+
+@pytest.mark.usefixtures("broker_queue")
+def test_a_cancelled_job_whose_worker_died_ends_cancelled() -> None:
+    job_id = add_job(sent_ago=0)
+    assert claim(job_id, "a")
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        repository.request_cancel(session, job=job)
+    expire_lease(job_id)
+    assert sweep_once() == 0
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "cancelled" and job.finished_at is not None
 
 
 def test_messages_are_json_only_acknowledged_late_and_taken_one_at_a_time() -> None:
