@@ -239,3 +239,44 @@ def test_swapped_checkpoint_is_refused_on_resume(stack: Stack) -> None:
     assert [e["epoch"] for e in finished["history"]] == list(range(1, 11))
     assert f"checkpoint of epoch {latest['epoch']} refused" in stack.log("worker")
     assert f"resuming after epoch {earlier['epoch']}" in stack.log("worker")
+
+
+def multipart(parts: list[tuple[bytes, bytes]]) -> tuple[bytes, dict[str, str]]:
+    """A raw multipart body from (headers, content) pairs."""
+    boundary = b"keikoboundary"
+    body = b"".join(b"--" + boundary + b"\r\n" + h + b"\r\n\r\n" + c + b"\r\n" for h, c in parts)
+    body += b"--" + boundary + b"--\r\n"
+    return body, {"content-type": f"multipart/form-data; boundary={boundary.decode()}"}
+
+
+def text_part(name: str, value: bytes) -> tuple[bytes, bytes]:
+    return f'Content-Disposition: form-data; name="{name}"'.encode(), value
+
+
+def file_part(filename: str, content: bytes) -> tuple[bytes, bytes]:
+    header = f'Content-Disposition: form-data; name="file"; filename="{filename}"'
+    return header.encode(), content
+
+
+@pytest.mark.parametrize(
+    ("parts", "needle"),
+    [
+        ([file_part("a.csv", b"a,b\n1,2\n")] + [text_part(f"f{n}", b"x") for n in range(20)],
+         "too many form fields"),
+        ([file_part("a.csv", b"a,b\n1,2\n"), text_part("name", b"x" * 10_000)], "longer than"),
+        ([(b"X-Padding: " + b"y" * 20_000 + b"\r\n" + file_part("a.csv", b"a\n1\n")[0],
+           b"a,b\n1,2\n")], "header size"),
+        ([file_part(f"{n}.csv", b"a,b\n1,2\n") for n in range(3)], "at most 2"),
+        ([text_part("name", b"no file")], "missing the 'file' field"),
+    ],
+    ids=["many-fields", "long-field", "long-part-header", "many-files", "no-file"],
+)  # fmt: skip
+def test_multipart_caps(strict_stack: Stack, parts: list[tuple[bytes, bytes]], needle: str) -> None:
+    body, headers = multipart(parts)
+    before = strict_stack.http().get("/datasets").json()["total"]
+    response = strict_stack.http().post("/datasets", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert needle in response.json()["detail"], response.text
+    assert strict_stack.http().get("/datasets").json()["total"] == before
+    incoming = strict_stack.data_dir / "artifacts" / "incoming"
+    assert not incoming.exists() or not any(incoming.iterdir())
