@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import math
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ import pyarrow.parquet as pq
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".npz": "npz"}
 MAX_COLUMNS = 100_000
+# Decoded sizes, checked before anything is decoded: a compressed file (Parquet, an NPZ made
+# with savez_compressed) can expand a thousand times over its upload size.
+MAX_ROWS = 100_000_000
+MAX_CELLS = 2_000_000_000  # rows x columns of a table, elements of an array
 # Arrow needs every CSV row (the header included) to fit in one block; 1 MiB, its default,
 # is too small for wide files.
 CSV_BLOCK_BYTES = 16 << 20
@@ -176,12 +181,21 @@ def _load_table(path: Path, fmt: str) -> pa.Table:
     _check_column_names(table.column_names)
     if table.num_rows == 0:
         raise DataError("the file has a header but no data rows")
+    _check_table_size(table.num_rows, table.num_columns)
     return _normalise_columns(table)
 
 
 def _refuse_empty(path: Path) -> None:
     if path.stat().st_size == 0:
         raise DataError("file is empty")
+
+
+def _check_table_size(rows: int, columns: int) -> None:
+    if rows > MAX_ROWS or rows * columns > MAX_CELLS:
+        raise DataError(
+            f"the table has {rows:,} rows and {columns:,} columns; at most {MAX_ROWS:,} rows "
+            f"and {MAX_CELLS:,} values are supported"
+        )
 
 
 def _check_column_names(names: list[str]) -> None:
@@ -376,6 +390,7 @@ def _read_parquet(path: Path) -> pa.Table:
         for field in schema:
             if pa.types.is_nested(field.type):
                 raise DataError(_nested_message(field.name, field.type))
+        _check_table_size(parquet.metadata.num_rows, len(schema.names))
         table = parquet.read()
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"not a valid Parquet file: {exc}") from None
@@ -392,7 +407,29 @@ def _drop_pandas_index(table: pa.Table) -> pa.Table:
 # NPZ ------------------------------------------------------------------------------------
 
 
+def _check_member_size(archive: np.lib.npyio.NpzFile, name: str) -> None:
+    """Read the array's .npy header only, and refuse a shape too large to decode."""
+    if archive.zip is None:
+        return
+    try:
+        with archive.zip.open(f"{name}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):
+        return  # not a plain .npy member: loading it will say what is wrong
+    elements = math.prod(shape)
+    if elements > MAX_CELLS or (shape and shape[0] > MAX_ROWS):
+        raise DataError(
+            f"array {name!r} has shape {list(shape)} ({elements:,} {dtype} values); at most "
+            f"{MAX_CELLS:,} values and {MAX_ROWS:,} rows are supported"
+        )
+
+
 def _load_member(archive: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
+    _check_member_size(archive, name)
     try:
         array = archive[name]
     except ValueError as exc:

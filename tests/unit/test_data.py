@@ -5,6 +5,7 @@ from __future__ import annotations
 import decimal
 import io
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from models import data
 from models.data import DataError, detect_format, inspect_dataset, read_arrays, read_table
 
 
@@ -378,3 +380,45 @@ def test_npz_that_is_not_a_zip(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     np.save(buffer, np.zeros(3))
     assert "single .npy array" in refused(write(tmp_path, "b.npz", buffer.getvalue()), "npz")
+
+
+def test_an_npz_whose_header_claims_a_huge_array_is_refused_before_decoding(
+    tmp_path: Path,
+) -> None:
+    """A few hundred bytes whose x.npy header claims 3 billion floats (12 GB): refused from
+    the header, before numpy allocates anything."""
+    header = io.BytesIO()
+    header_fields = {"descr": "<f4", "fortran_order": False, "shape": (3_000_000_000,)}
+    np.lib.format.write_array_header_1_0(header, header_fields)
+    y = io.BytesIO()
+    np.save(y, np.zeros(3))
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", header.getvalue())
+        archive.writestr("y.npy", y.getvalue())
+    assert path.stat().st_size < 1000
+    message = refused(path, "npz")
+    assert "3,000,000,000" in message and "at most" in message
+
+
+def test_a_compressed_npz_within_the_caps_loads(tmp_path: Path) -> None:
+    path = tmp_path / "ok.npz"
+    np.savez_compressed(path, x=np.zeros((1000, 5), np.float32), y=np.arange(1000) % 2)
+    x, y = read_arrays(path)
+    assert x.shape == (1000, 5) and y.shape == (1000,)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_tables_past_the_row_and_value_caps_are_refused(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = pd.DataFrame({"a": np.zeros(50), "b": np.ones(50)})
+    path = tmp_path / f"t.{fmt}"
+    frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path)
+    monkeypatch.setattr(data, "MAX_ROWS", 49)
+    assert "50 rows" in refused(path, fmt)
+    monkeypatch.setattr(data, "MAX_ROWS", 50)
+    monkeypatch.setattr(data, "MAX_CELLS", 99)
+    assert "and 99 values are supported" in refused(path, fmt)
+    monkeypatch.setattr(data, "MAX_CELLS", 100)
+    assert inspect_dataset(path, fmt).num_rows == 50
