@@ -49,24 +49,9 @@ class Stack:
         )  # fmt: skip
         if worker:
             self.start_worker()
-        port = free_port()
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._spawn(
-            "api",
-            [sys.executable, "-m", "uvicorn", "service.main:app", "--host", "127.0.0.1",
-             "--port", str(port), "--no-access-log"],
-        )  # fmt: skip
+        self.base_url = f"http://127.0.0.1:{free_port()}"
         self.client = httpx.Client(base_url=self.base_url, timeout=60)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if self.client.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or self.processes["api"].poll() is not None:
-                raise RuntimeError(f"API did not start; log:\n{self.log('api')}")
-            time.sleep(0.2)
+        self._start_api()
         if self.env.get("KEIKO_AUTH") == "true":  # tests act as one user unless they say
             self.client.headers["Authorization"] = f"Bearer {self.new_user('alice')}"
         return self
@@ -85,12 +70,8 @@ class Stack:
         worker.kill()
         worker.wait()
 
-    def restart_api(self) -> None:
-        """SIGKILL the API (a crash), then start it again on the same address, so the same
-        client keeps working once it answers."""
-        api = self.processes["api"]
-        api.kill()
-        api.wait()
+    def _start_api(self) -> None:
+        """uvicorn on `base_url`'s port; returns once /health answers."""
         port = self.base_url.rpartition(":")[2]
         self._spawn(
             "api",
@@ -105,8 +86,16 @@ class Stack:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline or self.processes["api"].poll() is not None:
-                raise RuntimeError(f"API did not restart; log:\n{self.log('api')}")
+                raise RuntimeError(f"API did not start; log:\n{self.log('api')}")
             time.sleep(0.2)
+
+    def restart_api(self) -> None:
+        """SIGKILL the API (a crash), then start it again on the same address, so the same
+        client keeps working once it answers."""
+        api = self.processes["api"]
+        api.kill()
+        api.wait()
+        self._start_api()
 
     def log(self, name: str) -> str:
         path = self.data_dir / f"{name}.log"
