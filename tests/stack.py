@@ -10,11 +10,15 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.services import temporary_postgres_database, temporary_redis_prefix
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "test-admin-key-0123456789abcdef0123456789"
@@ -171,3 +175,27 @@ def stack_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     )
     env.update(overrides)
     return env
+
+
+@contextmanager
+def postgres_redis_stack(
+    name: str, data_dir: Path, *, worker: bool = True, **overrides: str
+) -> Iterator[Stack]:
+    """A deployment on this run's own PostgreSQL database and Redis key prefix, both
+    dropped after; `overrides` are KEIKO_* settings."""
+    with (
+        temporary_postgres_database() as database_url,
+        temporary_redis_prefix() as (broker_url, prefix),
+    ):
+        env = stack_env(
+            data_dir,
+            KEIKO_DATABASE_URL=database_url,
+            KEIKO_BROKER_URL=broker_url,
+            KEIKO_BROKER_KEY_PREFIX=prefix,
+            **overrides,
+        )
+        stack = Stack(name, data_dir, env)
+        try:
+            yield stack.start(worker=worker)
+        finally:
+            stack.stop()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import temporary_postgres_database, temporary_redis_prefix
 from tests.stack import Stack, stack_env
+from tests.stack import postgres_redis_stack as deployment
 
 
 @pytest.fixture(scope="session")
@@ -24,25 +24,9 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def postgres_redis_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with (
-        temporary_postgres_database() as database_url,
-        temporary_redis_prefix() as (
-            broker_url,
-            prefix,
-        ),
-    ):
-        data_dir = tmp_path_factory.mktemp("postgres_redis")
-        env = stack_env(
-            data_dir,
-            KEIKO_DATABASE_URL=database_url,
-            KEIKO_BROKER_URL=broker_url,
-            KEIKO_BROKER_KEY_PREFIX=prefix,
-        )
-        stack = Stack("postgres_redis", data_dir, env)
-        try:
-            yield stack.start()
-        finally:
-            stack.stop()
+    data_dir = tmp_path_factory.mktemp("postgres_redis")
+    with deployment("postgres_redis", data_dir) as stack:
+        yield stack
 
 
 @pytest.fixture(params=["embedded", "postgres_redis"])

@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.helpers import iris_frame, job_spec, upload_frame
-from tests.services import temporary_postgres_database, temporary_redis_prefix
-from tests.stack import Stack, stack_env
+from tests.stack import Stack, postgres_redis_stack
 
 PUBLIC = {"/health", "/ready", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
 
@@ -150,28 +149,15 @@ def test_idempotency_key_returns_the_first_answer(stack: Stack) -> None:
 @pytest.fixture(scope="module")
 def limited_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The API alone (no worker) on PostgreSQL and Redis, with small limits."""
-    with (
-        temporary_postgres_database() as database_url,
-        temporary_redis_prefix() as (
-            broker_url,
-            prefix,
-        ),
-    ):
-        data_dir = tmp_path_factory.mktemp("limited")
-        env = stack_env(
-            data_dir,
-            KEIKO_DATABASE_URL=database_url,
-            KEIKO_BROKER_URL=broker_url,
-            KEIKO_BROKER_KEY_PREFIX=prefix,
-            KEIKO_RATE_LIMIT_PREDICT="5/minute",
-            KEIKO_RATE_LIMIT_JOBS="100/minute",
-            KEIKO_MAX_ACTIVE_JOBS="3",
-        )
-        stack = Stack("limited", data_dir, env)
-        try:
-            yield stack.start(worker=False)
-        finally:
-            stack.stop()
+    with postgres_redis_stack(
+        "limited",
+        tmp_path_factory.mktemp("limited"),
+        worker=False,
+        KEIKO_RATE_LIMIT_PREDICT="5/minute",
+        KEIKO_RATE_LIMIT_JOBS="100/minute",
+        KEIKO_MAX_ACTIVE_JOBS="3",
+    ) as stack:
+        yield stack
 
 
 def test_predict_rate_limit_per_key(limited_stack: Stack) -> None:

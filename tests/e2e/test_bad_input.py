@@ -179,3 +179,39 @@ def test_unknown_ids_are_404(stack: Stack) -> None:
         assert response.status_code == 404
         assert "'x'" in response.json()["detail"]
     assert stack.http().post("/jobs/x/cancel").status_code == 404
+
+
+def test_ids_with_a_nul_byte_are_404(stack: Stack) -> None:
+    # PostgreSQL text cannot hold NUL: looking such an id up was a 500 there.
+    client = stack.http()
+    attempts: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/datasets/%00", {}),
+        ("DELETE", "/datasets/a%00", {}),
+        ("GET", "/jobs/%00", {}),
+        ("POST", "/jobs/%00/cancel", {}),
+        ("GET", "/models/%00", {}),
+        ("POST", "/models/%00/rollout", {"json": {}}),
+        ("POST", "/predict", {"json": {"model_id": "\x00", "inputs": [[1.0]]}}),
+        ("POST", "/predict/files", {"data": {"model_id": "\x00"},
+                                    "files": {"file": ("a.png", io.BytesIO(b"x"), "image/png")}}),
+    ]  # fmt: skip
+    for method, path, kwargs in attempts:
+        response = client.request(method, path, **kwargs)
+        assert response.status_code == 404, (method, path, response.text)
+    with stack.admin() as admin:
+        for method, path in (("GET", "/users/%00/keys"), ("DELETE", "/keys/%00")):
+            assert admin.request(method, path).status_code == 404, path
+
+
+def test_a_body_that_is_not_utf8_is_a_declared_400(stack: Stack) -> None:
+    # FastAPI answers 400 when a JSON body does not decode; the schema must say so.
+    paths = stack.http().get("/openapi.json").json()["paths"]
+    body, headers = b"\xff{}", {"Content-Type": "application/json"}
+    for path in ("/jobs", "/predict", "/models/x/rollout"):
+        assert "400" in paths[path.replace("x", "{model_id}")]["post"]["responses"], path
+        response = stack.http().post(path, content=body, headers=headers)
+        assert response.status_code == 400, (path, response.text)
+    with stack.admin() as admin:
+        for path in ("/users", "/users/x/keys"):
+            assert "400" in paths[path.replace("x", "{user_id}")]["post"]["responses"], path
+            assert admin.post(path, content=body, headers=headers).status_code == 400, path
