@@ -79,8 +79,18 @@ def require_admin(credentials: Credentials, settings: SettingsDep) -> None:
         raise Forbidden("this endpoint needs the admin key")
 
 
+def require_any_key(credentials: Credentials, session: SessionDep, settings: SettingsDep) -> None:
+    """A user's key or the admin key (operations endpoints such as /ready)."""
+    if not settings.auth_enabled:
+        return
+    if credentials is not None and _is_admin_key(credentials.credentials, settings):
+        return
+    current_caller(credentials, session, settings)
+
+
 CallerDep = Annotated[Caller, Depends(current_caller)]
 AdminDep = Annotated[None, Depends(require_admin)]
+AnyKeyDep = Annotated[None, Depends(require_any_key)]
 
 
 def warn_if_open(settings: Settings) -> None:

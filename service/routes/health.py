@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-from starlette.concurrency import run_in_threadpool
 
+from service.auth import AnyKeyDep
 from service.db import get_engine
 from service.dispatch import producer
+from service.errors import responses
 from service.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -42,12 +43,16 @@ def _check_broker() -> str:
     "/ready",
     response_model=Readiness,
     summary="Readiness",
-    responses={503: {"model": Readiness, "description": "The database or the broker is down"}},
+    responses={
+        503: {"model": Readiness, "description": "The database or the broker is down"},
+        **responses(401),
+    },
 )
-async def ready() -> JSONResponse:
-    """200 when the database and the broker answer; 503 naming whichever is down."""
-    database = await run_in_threadpool(_check_database)
-    broker = await run_in_threadpool(_check_broker)
+def ready(_key: AnyKeyDep) -> JSONResponse:
+    """200 when the database and the broker answer; 503 naming whichever is down. Needs a
+    key (a user's or the admin's) when authentication is on: the answer names internals."""
+    database = _check_database()
+    broker = _check_broker()
     ok = database == "ok" and broker == "ok"
     body = Readiness(status="ok" if ok else "unavailable", database=database, broker=broker)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
