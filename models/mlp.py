@@ -61,22 +61,28 @@ def build(config: dict[str, Any]) -> nn.Module:
     return net
 
 
-def train(
-    spec: JobSpec, data: PreparedData, reporter: Reporter, *, cancel_poll_seconds: float = 1.0
-) -> TrainResult:
-    model = spec.model
-    assert isinstance(model, MLPSpec)
-    out_features = data.num_outputs
-    config = {
-        "in_features": data.num_features,
+def network_config(
+    model: MLPSpec, in_features: int, out_features: int, task: str
+) -> dict[str, Any]:
+    """JSON that `build` turns back into the network."""
+    return {
+        "in_features": in_features,
         "out_features": out_features,
         "hidden_layers": list(model.hidden_layers),
         "activation": model.activation,
         "dropout": model.dropout,
         "batch_norm": model.batch_norm,
         "init": model.resolved_init(),
-        "forecast_residual": data.task == "forecasting",
+        "forecast_residual": task == "forecasting",
     }
+
+
+def train(
+    spec: JobSpec, data: PreparedData, reporter: Reporter, *, cancel_poll_seconds: float = 1.0
+) -> TrainResult:
+    model = spec.model
+    assert isinstance(model, MLPSpec)
+    config = network_config(model, data.num_features, data.num_outputs, data.task)
     return train_network(
         build, config, spec, data, reporter, cancel_poll_seconds=cancel_poll_seconds
     )

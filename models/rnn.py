@@ -53,6 +53,23 @@ def build(config: dict[str, Any]) -> nn.Module:
     return LastValueResidual(net) if config.get("forecast_residual") else net
 
 
+def network_config(model: RNNSpec, input_size: int, num_outputs: int, task: str) -> dict[str, Any]:
+    """JSON that `build` turns back into the network."""
+    return {
+        "cell": model.cell,
+        "input_size": input_size,
+        "hidden_size": model.hidden_size,
+        "num_layers": model.num_layers,
+        "bidirectional": model.bidirectional,
+        "dropout": model.dropout,
+        "nonlinearity": model.nonlinearity,
+        "head": list(model.head),
+        "activation": model.activation,
+        "num_outputs": num_outputs,
+        "forecast_residual": task == "forecasting",
+    }
+
+
 def train(
     spec: JobSpec, data: PreparedData, reporter: Reporter, *, cancel_poll_seconds: float = 1.0
 ) -> TrainResult:
@@ -63,19 +80,7 @@ def train(
         raise TrainingError(
             f"the rnn kind needs sequences shaped (N, T, F); the data is {tuple(x.shape)}"
         )
-    config = {
-        "cell": model.cell,
-        "input_size": int(x.shape[2]),
-        "hidden_size": model.hidden_size,
-        "num_layers": model.num_layers,
-        "bidirectional": model.bidirectional,
-        "dropout": model.dropout,
-        "nonlinearity": model.nonlinearity,
-        "head": list(model.head),
-        "activation": model.activation,
-        "num_outputs": data.num_outputs,
-        "forecast_residual": data.task == "forecasting",
-    }
+    config = network_config(model, int(x.shape[2]), data.num_outputs, data.task)
     return train_network(
         build, config, spec, data, reporter, cancel_poll_seconds=cancel_poll_seconds
     )

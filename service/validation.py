@@ -257,39 +257,19 @@ def parameter_count(spec: JobSpec, source: Dataset | EnvInfo) -> int:
     assert isinstance(source, Dataset)
     dataset = source
     outputs = _num_outputs(spec, dataset)
-    forecast = spec.task == "forecasting"
     if isinstance(model, LinearSpec):
         binary = spec.task == "classification" and outputs == 2
         out = 1 if spec.task == "regression" or binary else outputs
         width = poly_feature_count(_num_inputs(spec, dataset), model.degree)
         return width * out + (out if model.fit_intercept else 0)
     if isinstance(model, MLPSpec):
-        config: dict[str, Any] = {
-            "in_features": _num_inputs(spec, dataset),
-            "out_features": outputs,
-            "hidden_layers": list(model.hidden_layers),
-            "activation": model.activation,
-            "dropout": model.dropout,
-            "batch_norm": model.batch_norm,
-            "init": model.resolved_init(),
-            "forecast_residual": forecast,
-        }
+        config = mlp.network_config(model, _num_inputs(spec, dataset), outputs, spec.task)
         return meta_parameter_count(mlp.build, config)
     if isinstance(model, RNNSpec):
-        config = {
-            "cell": model.cell,
-            "input_size": _sequence_features(spec, dataset),
-            "hidden_size": model.hidden_size,
-            "num_layers": model.num_layers,
-            "bidirectional": model.bidirectional,
-            "dropout": model.dropout,
-            "nonlinearity": model.nonlinearity,
-            "head": list(model.head),
-            "activation": model.activation,
-            "num_outputs": outputs,
-            "forecast_residual": forecast,
-        }
-        return meta_parameter_count(rnn.build, config)
+        inputs = _sequence_features(spec, dataset)
+        return meta_parameter_count(
+            rnn.build, rnn.network_config(model, inputs, outputs, spec.task)
+        )
     shape = image_shape(dataset)
     assert shape is not None  # a cnn job: check_job refused anything but images
     return meta_parameter_count(cnn.build, cnn.network_config(model, shape, outputs))
