@@ -143,6 +143,9 @@ def list_jobs(
 
 
 def active_jobs(session: Session, *, owner_id: str) -> int:
+    """The user's queued and running jobs. On PostgreSQL the user's row stays locked until
+    the transaction ends, so two submissions at the cap cannot both pass the count."""
+    session.execute(select(User.id).where(User.id == owner_id).with_for_update())
     query = select(func.count()).where(Job.owner_id == owner_id, Job.status.in_(ACTIVE))
     return session.scalar(query) or 0
 

@@ -186,3 +186,20 @@ def test_cap_on_queued_and_running_jobs(limited_stack: Stack) -> None:
     # The cap is per user.
     other = limited_stack.client_for(limited_stack.new_user("gus"))
     assert other.post("/jobs", json=job_spec(upload_frame(other, iris_frame()))).status_code == 202
+
+
+def test_the_cap_holds_for_simultaneous_submissions(limited_stack: Stack) -> None:
+    key = limited_stack.new_user("hal")
+    dataset_id = upload_frame(limited_stack.client_for(key), iris_frame())
+    codes: list[int] = []
+
+    def submit() -> None:
+        with limited_stack.client_for(key) as client:
+            codes.append(client.post("/jobs", json=job_spec(dataset_id)).status_code)
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(codes) == [202] * 3 + [429] * 5
