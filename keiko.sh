@@ -6,6 +6,7 @@
 #   ./keiko.sh test    run the whole test suite (arguments go to pytest)
 #   ./keiko.sh lint    ruff and mypy
 #   ./keiko.sh api | worker | migrate   one process only
+#   ./keiko.sh add-user NAME             create a user (if new) and print a new API key
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,7 +31,7 @@ command="${1:-serve}"
 shift || true
 setup
 case "$command" in
-    serve | api | worker | migrate)
+    serve | api | worker | migrate | add-user)
         exec "$VENV/bin/python" -m service.cli "$command" "$@" ;;
     test)
         exec "$VENV/bin/python" -m pytest "$@" ;;
@@ -39,6 +40,6 @@ case "$command" in
         "$VENV/bin/ruff" format --check service workers models tests bench
         exec "$VENV/bin/mypy" service workers models ;;
     *)
-        echo "usage: ./keiko.sh serve|test|lint|api|worker|migrate" >&2
+        echo "usage: ./keiko.sh serve|test|lint|api|worker|migrate|add-user" >&2
         exit 2 ;;
 esac

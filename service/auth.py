@@ -16,12 +16,13 @@ from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
 
 from service import repository
 from service.deps import SessionDep, SettingsDep
 from service.errors import Forbidden, Unauthorized
 from service.settings import Settings
-from service.tables import LOCAL_USER
+from service.tables import LOCAL_USER, ApiKey
 
 log = logging.getLogger("keiko")
 
@@ -42,8 +43,21 @@ class Caller:
     key_id: str | None
 
 
+PREFIX_LENGTH = 12  # "keiko_" and six random characters: enough to recognise a key
+
+
 def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def issue_key(session: Session, *, user_id: str, name: str) -> tuple[ApiKey, str]:
+    """A new key row for the user (not yet committed) and the key itself."""
+    secret = new_key()
+    key = ApiKey(
+        user_id=user_id, name=name, prefix=secret[:PREFIX_LENGTH], key_hash=hash_key(secret)
+    )
+    session.add(key)
+    return key, secret
 
 
 def hash_key(key: str) -> str:

@@ -1,4 +1,4 @@
-"""`python -m service.cli serve|api|worker|migrate`: run Keiko's processes."""
+"""`python -m service.cli serve|api|worker|migrate|add-user`: run Keiko's processes."""
 
 from __future__ import annotations
 
@@ -80,6 +80,39 @@ def serve(host: str, port: int, queues: str | None) -> int:
     return max((child.returncode or 0) for child in children)
 
 
+def add_user(name: str, key_name: str) -> int:
+    """Create a user and one API key straight in the database (no admin key needed: whoever
+    runs this can reach the database anyway); prints the key, which is shown only here."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service import repository
+    from service.auth import issue_key
+    from service.db import session_scope
+    from service.schemas import UserCreate
+    from service.tables import User
+
+    try:
+        UserCreate(name=name)
+    except ValueError as exc:
+        print(f"not a valid user name: {name!r} ({exc})", file=sys.stderr)
+        return 2
+    try:
+        with session_scope() as session:
+            user = repository.user_named(session, name=name)
+            if user is None:
+                user = User(name=name)
+                session.add(user)
+                session.flush()
+            _, secret = issue_key(session, user_id=user.id, name=key_name)
+            user_id = user.id
+    except SQLAlchemyError as exc:
+        print(f"cannot write to the database ({exc.__class__.__name__}); run migrate first?",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"user {name} ({user_id}), new API key:\n{secret}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keiko")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker")
     w.add_argument("--queues", default=None, help="Comma-separated queues, e.g. gpu,celery")
     sub.add_parser("migrate")
+    u = sub.add_parser("add-user", help="create a user (if new) and print a new API key")
+    u.add_argument("name")
+    u.add_argument("--key-name", default="default")
     return parser
 
 
@@ -103,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return serve(args.host, args.port, args.queues)
+    if args.command == "add-user":
+        return add_user(args.name, args.key_name)
     command_line = (
         api_command(args.host, args.port) if args.command == "api" else worker_command(args.queues)
     )

@@ -6,15 +6,13 @@ from fastapi import APIRouter, Response
 from sqlalchemy.exc import IntegrityError
 
 from service import repository
-from service.auth import AdminDep, hash_key, new_key
+from service.auth import AdminDep, issue_key
 from service.deps import SessionDep
 from service.errors import Conflict, NotFound, responses
 from service.schemas import KeyCreate, KeyCreated, KeyRead, UserCreate, UserRead
 from service.tables import ApiKey, User
 
 router = APIRouter(tags=["users"], responses=responses(401, 403))
-
-PREFIX_LENGTH = 12  # "keiko_" and six random characters
 
 
 @router.post(
@@ -50,14 +48,7 @@ def create_key(
     """A new key for the user; the answer is the only time the key itself is shown."""
     if repository.get_user(session, user_id=user_id) is None:
         raise NotFound(f"no user with id {user_id!r}")
-    secret = new_key()
-    key = ApiKey(
-        user_id=user_id,
-        name=(body or KeyCreate()).name,
-        prefix=secret[:PREFIX_LENGTH],
-        key_hash=hash_key(secret),
-    )
-    session.add(key)
+    key, secret = issue_key(session, user_id=user_id, name=(body or KeyCreate()).name)
     session.commit()
     return KeyCreated(**KeyRead.model_validate(key).model_dump(), key=secret)
 

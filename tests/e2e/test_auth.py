@@ -4,6 +4,8 @@ ids, lists of one's own only; rate limits and the cap on active jobs; Idempotenc
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ import httpx
 import pytest
 
 from tests.e2e.helpers import iris_frame, job_spec, upload_frame
-from tests.stack import Stack, postgres_redis_stack
+from tests.stack import ROOT, Stack, postgres_redis_stack
 
 PUBLIC = {"/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
 
@@ -203,3 +205,22 @@ def test_the_cap_holds_for_simultaneous_submissions(limited_stack: Stack) -> Non
     for thread in threads:
         thread.join()
     assert sorted(codes) == [202] * 3 + [429] * 5
+
+
+def test_add_user_from_the_command_line(stack: Stack) -> None:
+    def add_user(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "service.cli", "add-user", *args]
+        return subprocess.run(command, cwd=ROOT, env=stack.env, capture_output=True, text=True)
+
+    name = f"ops-{uuid.uuid4().hex[:8]}"
+    created = add_user(name)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert stack.client_for(key).get("/jobs").status_code == 200
+    again = add_user(name, "--key-name", "second")  # same user, another key
+    assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] != key
+    with stack.admin() as admin:
+        user = next(u for u in admin.get("/users").json() if u["name"] == name)
+        keys = admin.get(f"/users/{user['id']}/keys").json()
+    assert [k["name"] for k in keys] == ["default", "second"]
+    assert add_user("../nope").returncode == 2
