@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pandas as pd
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+
+if TYPE_CHECKING:
+    from tests.stack import Stack
 
 
 def iris_frame() -> pd.DataFrame:
@@ -51,3 +56,29 @@ def job_spec(dataset_id: str, **overrides: Any) -> dict[str, Any]:
     }
     spec.update(overrides)
     return spec
+
+
+def start_long_job(stack: Stack, *, seed: int, epochs: int = 12) -> str:
+    """A regression MLP of a fraction of a second an epoch here (6000 rows, batch 8) with a
+    checkpoint every epoch: long enough to break something mid-job."""
+    big = diabetes_frame().sample(n=6000, replace=True, random_state=seed)
+    spec = job_spec(
+        upload_frame(stack.http(), big),
+        task="regression",
+        target="target",
+        model={"kind": "mlp", "hidden_layers": [64, 64]},
+        training={"epochs": epochs, "batch_size": 8, "checkpoint_every": 1, "seed": seed},
+    )
+    response = stack.http().post("/jobs", json=spec)
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def wait_until(stack: Stack, job_id: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """Poll the job until `done(job)`; fails if it ends first or after two minutes."""
+    deadline = time.monotonic() + 120
+    while not done(job := stack.http().get(f"/jobs/{job_id}").json()):
+        assert job["status"] in ("queued", "running"), job
+        assert time.monotonic() < deadline, stack.log("worker")
+        time.sleep(0.05)
+    return dict(job)

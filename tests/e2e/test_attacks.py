@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.helpers import diabetes_frame, iris_frame, job_spec, upload, upload_frame
+from tests.e2e.helpers import iris_frame, job_spec, start_long_job, upload, upload_frame, wait_until
 from tests.stack import Stack, stack_env
 
 MARKER = Path("/tmp") / f"keiko-attack-marker-{os.getpid()}"
@@ -212,20 +212,8 @@ def test_swapped_model_file_is_refused(stack: Stack) -> None:
 def test_swapped_checkpoint_is_refused_on_resume(stack: Stack) -> None:
     """A worker killed mid-job, and its latest checkpoint swapped for an older one's bytes:
     the resumed job refuses it (sha256), resumes from the one before, and succeeds."""
-    big = diabetes_frame().sample(n=6000, replace=True, random_state=2)
-    dataset_id = upload_frame(stack.http(), big)
-    spec = job_spec(
-        dataset_id,
-        task="regression",
-        target="target",
-        model={"kind": "mlp", "hidden_layers": [64, 64]},
-        training={"epochs": 10, "batch_size": 8, "checkpoint_every": 1, "seed": 3},
-    )
-    job_id = stack.http().post("/jobs", json=spec).json()["id"]
-    deadline = time.monotonic() + 120
-    while len((job := stack.http().get(f"/jobs/{job_id}").json())["checkpoints"]) < 3:
-        assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
-        time.sleep(0.05)
+    job_id = start_long_job(stack, seed=3, epochs=10)
+    wait_until(stack, job_id, lambda job: len(job["checkpoints"]) >= 3)
     stack.kill_worker()
     job = stack.http().get(f"/jobs/{job_id}").json()
     latest, earlier = job["checkpoints"][-1], job["checkpoints"][-2]

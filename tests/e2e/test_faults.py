@@ -17,7 +17,7 @@ import pytest
 import redis
 from celery import Celery
 
-from tests.e2e.helpers import diabetes_frame, iris_frame, job_spec, upload_frame
+from tests.e2e.helpers import iris_frame, job_spec, start_long_job, upload_frame, wait_until
 from tests.services import temporary_postgres_database, unavailable
 from tests.stack import Stack, free_port, stack_env
 from workers.celery_app import RUN_JOB
@@ -218,22 +218,9 @@ def test_redis_restarted_empty_while_a_job_waits(faults: tuple[Stack, PrivateRed
 
 def test_api_killed_and_restarted_while_a_job_runs(faults: tuple[Stack, PrivateRedis]) -> None:
     stack, _broker = faults
-    big = diabetes_frame().sample(n=6000, replace=True, random_state=2)
-    dataset_id = upload_frame(stack.http(), big)
-    spec = job_spec(
-        dataset_id,
-        task="regression",
-        target="target",
-        model={"kind": "mlp", "hidden_layers": [64, 64]},
-        # About 20 s of training here: it outlasts the restart by far.
-        training={"epochs": 80, "batch_size": 8, "seed": 3},
-    )
-    job_id = stack.http().post("/jobs", json=spec).json()["id"]
-    deadline = time.monotonic() + 120
-    while (job := stack.http().get(f"/jobs/{job_id}").json())["progress"]["epoch"] < 1:
-        assert job["status"] in ("queued", "running"), job
-        assert time.monotonic() < deadline, stack.log("worker")
-        time.sleep(0.1)
+    # About 20 s of training here: it outlasts the restart by far.
+    job_id = start_long_job(stack, seed=3, epochs=80)
+    job = wait_until(stack, job_id, lambda job: job["progress"]["epoch"] >= 1)
     assert job["status"] == "running"
 
     stack.restart_api()

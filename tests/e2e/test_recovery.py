@@ -6,29 +6,13 @@ from __future__ import annotations
 import signal
 import time
 
-from tests.e2e.helpers import diabetes_frame, job_spec, upload_frame
+from tests.e2e.helpers import diabetes_frame, job_spec, start_long_job, upload_frame, wait_until
 from tests.stack import Stack
 
 
 def test_killed_worker_job_resumes_from_its_checkpoint(stack: Stack) -> None:
-    big = diabetes_frame().sample(n=6000, replace=True, random_state=1)
-    dataset_id = upload_frame(stack.http(), big)
-    spec = job_spec(
-        dataset_id,
-        task="regression",
-        target="target",
-        model={"kind": "mlp", "hidden_layers": [64, 64]},
-        training={"epochs": 12, "batch_size": 8, "checkpoint_every": 1, "seed": 5},
-    )
-    job_id = stack.http().post("/jobs", json=spec).json()["id"]
-    deadline = time.monotonic() + 120
-    while True:
-        job = stack.http().get(f"/jobs/{job_id}").json()
-        if len(job["checkpoints"]) >= 2:
-            break
-        assert job["status"] in ("queued", "running"), job
-        assert time.monotonic() < deadline, stack.log("worker")
-        time.sleep(0.05)
+    job_id = start_long_job(stack, seed=5)
+    job = wait_until(stack, job_id, lambda job: len(job["checkpoints"]) >= 2)
     stack.kill_worker()
     survived = {c["epoch"]: c["created_at"] for c in job["checkpoints"]}
     stack.start_worker()
@@ -65,20 +49,9 @@ def test_a_stalled_worker_that_wakes_after_a_takeover_writes_nothing(stack: Stac
     """SIGSTOP the worker mid-job (a long GC pause, a frozen VM), let a second worker take
     the job over once the lease lapses, then wake the first: it finds its lease gone and
     stops without writing, and the job ends with one model and each epoch once."""
-    big = diabetes_frame().sample(n=6000, replace=True, random_state=4)
-    dataset_id = upload_frame(stack.http(), big)
-    spec = job_spec(
-        dataset_id,
-        task="regression",
-        target="target",
-        model={"kind": "mlp", "hidden_layers": [64, 64]},
-        training={"epochs": 12, "batch_size": 8, "checkpoint_every": 1, "seed": 6},
-    )
-    job_id = stack.http().post("/jobs", json=spec).json()["id"]
+    job_id = start_long_job(stack, seed=6)
+    wait_until(stack, job_id, lambda job: len(job["checkpoints"]) >= 2)
     deadline = time.monotonic() + 120
-    while len((job := stack.http().get(f"/jobs/{job_id}").json())["checkpoints"]) < 2:
-        assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
-        time.sleep(0.05)
     stalled = stack.processes["worker"]
     stalled.send_signal(signal.SIGSTOP)
     try:
