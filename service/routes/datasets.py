@@ -130,7 +130,7 @@ async def upload_dataset(
         raise
     if replayed is not None:  # a concurrent retry with the same key recorded it first
         upload.discard()
-        store.delete(dataset.path)
+        ingested.path.unlink(missing_ok=True)  # this request's copy; its row was rolled back
         return replayed
     return dataset
 

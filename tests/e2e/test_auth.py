@@ -224,3 +224,29 @@ def test_add_user_from_the_command_line(stack: Stack) -> None:
         keys = admin.get(f"/users/{user['id']}/keys").json()
     assert [k["name"] for k in keys] == ["default", "second"]
     assert add_user("../nope").returncode == 2
+
+
+def test_racing_uploads_with_one_key_make_one_dataset_and_no_orphan_file(stack: Stack) -> None:
+    key = stack.new_user("ivy")
+    headers = {"Idempotency-Key": uuid.uuid4().hex}
+    content = iris_frame().to_csv(index=False).encode()
+    folder = stack.data_dir / "artifacts" / "datasets"
+    files_before = set(folder.glob("*"))
+    answers: list[httpx.Response] = []
+
+    def upload_once() -> None:
+        with stack.client_for(key) as client:
+            files = {"file": ("iris.csv", content)}
+            answers.append(client.post("/datasets", files=files, headers=headers))
+
+    threads = [threading.Thread(target=upload_once) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [a.status_code for a in answers] == [201] * 4, [a.text for a in answers]
+    assert len({a.json()["id"] for a in answers}) == 1
+    with stack.client_for(key) as client:
+        assert client.get("/datasets").json()["total"] == 1
+    new_files = set(folder.glob("*")) - files_before
+    assert [p.name.split(".")[0] for p in new_files] == [answers[0].json()["id"]]
