@@ -86,6 +86,11 @@ def commit_once(
         session.commit()
         return None
     session.flush()  # ids and defaults, for the answer
+    # Written only here, in the transaction that commits anyway: looking a key up writes
+    # nothing, so no lock is held while an upload is parsed.
+    repository.forget_idempotent_requests(
+        session, owner_id=owner_id, older_than=utcnow() - KEEP_FOR
+    )
     session.add(
         IdempotentRequest(
             owner_id=owner_id,

@@ -17,6 +17,7 @@ from service.auth import warn_if_open
 from service.bodylimit import BodyLimit
 from service.dispatch import sweep_forever
 from service.errors import KeikoError
+from service.ratelimit import get_rate_limiter
 from service.routes import datasets, health, jobs, models, predict, users
 from service.settings import get_settings
 
@@ -32,6 +33,7 @@ Every error answer is JSON `{"detail": ...}` saying what is wrong.
 @contextlib.asynccontextmanager
 async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
     warn_if_open(get_settings())
+    get_rate_limiter()  # built before the first request, not by several at once
     sweeper = asyncio.create_task(sweep_forever())
     try:
         yield

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from functools import lru_cache
 
@@ -55,8 +56,19 @@ class RateLimiter:
         )
 
 
-@lru_cache
+_building = threading.Lock()
+
+
 def get_rate_limiter() -> RateLimiter:
+    """The process's limiter. Built once under a lock (the API builds it at start-up):
+    limits checks its Redis client's version lazily, and two first requests building it at
+    once made that check fail."""
+    with _building:
+        return _build_rate_limiter()
+
+
+@lru_cache
+def _build_rate_limiter() -> RateLimiter:
     settings = get_settings()
     url = storage_url(settings)
     options: dict[str, float | str | bool] = {}

@@ -82,15 +82,20 @@ def get_key(session: Session, *, key_id: str) -> ApiKey | None:
 def idempotent_request(
     session: Session, *, owner_id: str, key: str, newer_than: datetime
 ) -> IdempotentRequest | None:
-    session.execute(
-        delete(IdempotentRequest).where(
-            IdempotentRequest.owner_id == owner_id, IdempotentRequest.created_at < newer_than
-        )
-    )
     query = select(IdempotentRequest).where(
-        IdempotentRequest.owner_id == owner_id, IdempotentRequest.key == key
+        IdempotentRequest.owner_id == owner_id,
+        IdempotentRequest.key == key,
+        IdempotentRequest.created_at >= newer_than,
     )
     return session.scalars(query).first()
+
+
+def forget_idempotent_requests(session: Session, *, owner_id: str, older_than: datetime) -> None:
+    session.execute(
+        delete(IdempotentRequest).where(
+            IdempotentRequest.owner_id == owner_id, IdempotentRequest.created_at < older_than
+        )
+    )
 
 
 # Datasets ---------------------------------------------------------------------------------

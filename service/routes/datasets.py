@@ -86,7 +86,10 @@ async def upload_dataset(
         for uploaded in upload.files:
             _clean_name(uploaded.filename)
         sent = fingerprint(name, upload.sha256, *(f.filename for f in upload.files))
-        replayed = replay(session, owner_id=caller.user_id, key=key, endpoint=ENDPOINT, print_=sent)
+        # SQL off the event loop: a wait for SQLite's lock must not stall other requests.
+        replayed = await run_in_threadpool(
+            replay, session, owner_id=caller.user_id, key=key, endpoint=ENDPOINT, print_=sent
+        )
         if replayed is not None:
             upload.discard()
             return replayed
@@ -114,7 +117,8 @@ async def upload_dataset(
             shape=ingested.info.shape,
         )
         session.add(dataset)
-        replayed = commit_once(
+        replayed = await run_in_threadpool(
+            commit_once,
             session,
             owner_id=caller.user_id,
             key=key,
