@@ -18,7 +18,7 @@ from service.bodylimit import BodyLimit
 from service.dispatch import sweep_forever
 from service.errors import KeikoError
 from service.ratelimit import get_rate_limiter
-from service.routes import datasets, health, jobs, models, predict, users, web
+from service.routes import datasets, gallery, health, jobs, models, predict, users, web
 from service.settings import get_settings
 
 log = logging.getLogger("keiko")
@@ -71,7 +71,7 @@ def create_app() -> FastAPI:
         log.exception("unhandled error", exc_info=exc)
         return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
 
-    for module in (health, users, datasets, jobs, models, predict, web):
+    for module in (health, users, datasets, jobs, models, predict, web, gallery):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=get_settings().max_request_bytes)
     return app

@@ -1,0 +1,26 @@
+"""After an image classifier trains: the test images it gets wrong, kept beside the job's
+checkpoints (jobs/<id>/mistakes.json) for the job page's gallery."""
+
+from __future__ import annotations
+
+import logging
+
+from models.base import PreparedData, TrainResult
+from models.gallery import find_mistakes, write_mistakes
+from service.storage import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+
+def record_mistakes(
+    store: ArtifactStore, job_id: str, result: TrainResult, data: PreparedData | None
+) -> None:
+    """Best effort: a gallery that cannot be made is logged, and never fails the job."""
+    if data is None:
+        return
+    try:
+        found = find_mistakes(result.network, data)
+        if found is not None:
+            write_mistakes(store.job_dir(job_id), found)
+    except Exception:
+        log.exception("job %s: the gallery of mistakes could not be made", job_id)
