@@ -145,6 +145,12 @@ class Reporter(Protocol):
 
     def epoch_end(self, record: EpochRecord) -> None: ...
 
+    def progress(self, done: int, total: int, step: int | None = None) -> None:
+        """Called between mini-batches (RL: environment steps): `done` of `total` in the
+        running epoch (RL: since the last evaluation; `step`: steps in all). Cheap to call
+        often: the reporter decides how often it records anything."""
+        ...
+
     def cancelled(self) -> bool: ...
 
     def checkpoint(

@@ -127,8 +127,13 @@ class _Watch:
         self.deadline = reporter.deadline()
         self.last = time.monotonic()
 
-    def check(self, epoch: int, *, finished: bool = False) -> None:
-        """`epoch` is under way, or `finished` (the last one finished is past any deadline)."""
+    def check(
+        self, epoch: int, *, finished: bool = False, batch: int = 0, batches: int = 0
+    ) -> None:
+        """`epoch` is under way (`batch` of `batches` done), or `finished` (the last one
+        finished is past any deadline)."""
+        if batches:
+            self.reporter.progress(batch, batches)
         now = time.monotonic()
         if self.deadline is not None and self.deadline.passed(now):
             if not finished:
@@ -231,7 +236,7 @@ def fit(
             optimizer.step()
             losses.append(loss.detach())
             sizes.append(len(idx))
-            watch.check(epoch)
+            watch.check(epoch, batch=i // training.batch_size + 1, batches=batches)
 
         weights = torch.tensor(sizes, dtype=torch.float64, device=device)
         seen = max(sum(sizes), 1)

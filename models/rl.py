@@ -463,8 +463,9 @@ class _Session:
     def poll_cancel(self) -> None:
         """After each step: stop once the deadline passes (a clock read, no I/O); ask the
         reporter about cancellation at most every `cancel_poll_seconds`."""
-        now = time.monotonic()
         step = self.progress.step
+        self.reporter.progress(self.interval_steps, self.interval, step)
+        now = time.monotonic()
         if self.deadline is not None and self.deadline.passed(now) and step < self.total:
             raise self.deadline.exceeded(f"at step {step} of {self.total}")
         if now - self.last_poll >= self.cancel_poll_seconds:

@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from service import repository
+from service.db import get_sessionmaker
 from service.deps import SessionDep, SettingsDep
 from service.errors import Forbidden, Unauthorized
 from service.settings import Settings
@@ -82,6 +83,13 @@ def current_caller(credentials: Credentials, session: SessionDep, settings: Sett
     if key is None:
         raise Unauthorized("unknown or deleted API key")
     return Caller(key.user_id, key.id)
+
+
+def authenticate(credentials: HTTPAuthorizationCredentials | None, settings: Settings) -> Caller:
+    """`current_caller` in a short session of its own, for long responses (event streams)
+    that must not hold a database connection while they wait."""
+    with get_sessionmaker()() as session:
+        return current_caller(credentials, session, settings)
 
 
 def require_admin(credentials: Credentials, settings: SettingsDep) -> None:

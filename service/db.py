@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.announce import announce_committed, forget_uncommitted
 from service.settings import get_settings
 
 
@@ -42,7 +43,11 @@ def get_engine() -> Engine:
 
 @lru_cache
 def get_sessionmaker() -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(), expire_on_commit=False)
+    maker = sessionmaker(bind=get_engine(), expire_on_commit=False)
+    # Job events are announced once their transaction commits (service.events).
+    event.listen(maker, "after_commit", announce_committed)
+    event.listen(maker, "after_rollback", forget_uncommitted)
+    return maker
 
 
 def get_session() -> Iterator[Session]:

@@ -17,6 +17,7 @@ from service.auth import warn_if_open
 from service.bodylimit import BodyLimit
 from service.dispatch import sweep_forever
 from service.errors import KeikoError
+from service.events import EventHub
 from service.ratelimit import get_rate_limiter
 from service.routes import datasets, gallery, health, jobs, models, predict, users, web
 from service.settings import get_settings
@@ -31,16 +32,20 @@ Every error answer is JSON `{"detail": ...}` saying what is wrong.
 
 
 @contextlib.asynccontextmanager
-async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     warn_if_open(get_settings())
     get_rate_limiter()  # built before the first request, not by several at once
-    sweeper = asyncio.create_task(sweep_forever())
+    hub = EventHub(get_settings())
+    app.state.event_hub = hub
+    background = [asyncio.create_task(sweep_forever()), asyncio.create_task(hub.run())]
     try:
         yield
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def create_app() -> FastAPI:

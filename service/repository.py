@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from models.metrics import json_safe
+from service.announce import EVENTS_WRITTEN
 from service.tables import (
     ApiKey,
     Checkpoint,
@@ -16,12 +18,15 @@ from service.tables import (
     EpochMetric,
     IdempotentRequest,
     Job,
+    JobEvent,
     Model,
     User,
+    new_id,
     utcnow,
 )
 
 ACTIVE = ("queued", "running")
+
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -124,15 +129,16 @@ def dataset_in_use(session: Session, *, dataset_id: str) -> bool:
 
 
 def get_job(
-    session: Session, *, job_id: str, owner_id: str | None, full: bool = False
+    session: Session, *, job_id: str, owner_id: str | None, full: bool = False, history: bool = True
 ) -> Job | None:
+    """`full`: with its checkpoints and model loaded, and its history unless `history` is
+    False."""
     if not full or not _storable(job_id):
         return _owned(session, Job, job_id, owner_id)
-    query = (
-        select(Job)
-        .where(Job.id == job_id)
-        .options(selectinload(Job.history), selectinload(Job.checkpoints), selectinload(Job.model))
-    )
+    loads = [selectinload(Job.checkpoints), selectinload(Job.model)]
+    if history:
+        loads.append(selectinload(Job.history))
+    query = select(Job).where(Job.id == job_id).options(*loads)
     if owner_id is not None:
         query = query.where(Job.owner_id == owner_id)
     return session.scalars(query).first()
@@ -186,7 +192,9 @@ def settle_abandoned_jobs(session: Session, *, now: datetime, max_attempts: int)
     """Running jobs whose worker died and that must not run again: a cancelled one ends
     `cancelled`; one that has lost its worker `max_attempts` times ends `failed`."""
     expired = (Job.status == "running") & (Job.lease_expires_at < now)
-    ended = {"finished_at": now, "updated_at": now, "lease_expires_at": None}
+    ended = {"finished_at": now, "updated_at": now, "lease_expires_at": None, "progress": None}
+    settled = (Job.cancel_requested.is_(True)) | (Job.attempts >= max_attempts)
+    ids = list(session.scalars(select(Job.id).where(expired, settled).with_for_update()))
     session.execute(
         update(Job)
         .where(expired, Job.cancel_requested.is_(True))
@@ -207,6 +215,8 @@ def settle_abandoned_jobs(session: Session, *, now: datetime, max_attempts: int)
         )
         .execution_options(synchronize_session=False)
     )
+    for job_id in ids:
+        add_status_event(session, job_id=job_id)
 
 
 def mark_dispatched(session: Session, *, job_id: str) -> None:
@@ -244,7 +254,10 @@ def claim_job(
         )
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    add_status_event(session, job_id=job_id)
+    return True
 
 
 def renew_lease(session: Session, *, job_id: str, worker: str, lease: timedelta) -> bool:
@@ -284,6 +297,8 @@ def record_epoch(
     metrics: dict[str, Any],
     seconds: float,
 ) -> None:
+    """One history entry, its event, and the job's latest entry for lists (JSON-safe
+    values)."""
     session.add(
         EpochMetric(
             job_id=job_id,
@@ -294,7 +309,61 @@ def record_epoch(
             seconds=seconds,
         )
     )
-    session.execute(update(Job).where(Job.id == job_id).values(epoch=epoch, updated_at=utcnow()))
+    entry = history_entry(epoch, train_loss, val_loss, seconds, metrics)
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(epoch=epoch, updated_at=utcnow(), progress={"latest": entry})
+        .execution_options(synchronize_session=False)
+    )
+    add_event(session, job_id=job_id, type_="epoch", data=entry)
+
+
+def history_entry(
+    epoch: int,
+    train_loss: float | None,
+    val_loss: float | None,
+    seconds: float,
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """A history entry as the API shows it: `GET /jobs/{id}` history, `/history`, events."""
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "seconds": seconds,
+        **metrics,
+    }
+
+
+def history_tail(
+    session: Session, *, job_id: str, count: int
+) -> tuple[list[EpochMetric], int, float | None]:
+    """The `count` latest history rows (oldest first), how many there are, and their mean
+    epoch time."""
+    total, mean = session.execute(
+        select(func.count(), func.avg(EpochMetric.seconds)).where(EpochMetric.job_id == job_id)
+    ).one()
+    rows: list[EpochMetric] = []
+    if count:
+        query = (
+            select(EpochMetric)
+            .where(EpochMetric.job_id == job_id)
+            .order_by(EpochMetric.epoch.desc())
+            .limit(count)
+        )
+        rows = list(reversed(session.scalars(query).all()))
+    return rows, int(total or 0), None if mean is None else float(mean)
+
+
+def set_progress(session: Session, *, job_id: str, worker: str, progress: dict[str, Any]) -> None:
+    """Where the running epoch is (not history: rewritten, never kept)."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker == worker, Job.status == "running")
+        .values(progress=json_safe(progress))
+        .execution_options(synchronize_session=False)
+    )
 
 
 def checkpoints_newest_first(session: Session, *, job_id: str) -> list[tuple[int, str, str]]:
@@ -308,17 +377,30 @@ def checkpoints_newest_first(session: Session, *, job_id: str) -> list[tuple[int
 
 def forget_after(session: Session, *, job_id: str, epoch: int) -> None:
     """On resume: drop epochs and checkpoints recorded after the checkpoint resumed from."""
-    session.execute(
+    dropped = session.execute(
         delete(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch > epoch)
+    ).rowcount  # type: ignore[attr-defined]
+    dropped += session.execute(
+        delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.epoch > epoch)
+    ).rowcount  # type: ignore[attr-defined]
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(epoch=epoch, progress=None)
+        .execution_options(synchronize_session=False)
     )
-    session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.epoch > epoch))
-    session.execute(update(Job).where(Job.id == job_id).values(epoch=epoch))
+    if dropped:  # watchers drop what they drew after `epoch`: this attempt writes it again
+        add_event(session, job_id=job_id, type_="rewind", data={"epoch": epoch})
 
 
 def add_checkpoint(
     session: Session, *, job_id: str, epoch: int, path: str, sha256: str, metrics: dict[str, Any]
 ) -> None:
-    session.add(Checkpoint(job_id=job_id, epoch=epoch, path=path, sha256=sha256, metrics=metrics))
+    checkpoint = Checkpoint(job_id=job_id, epoch=epoch, path=path, sha256=sha256, metrics=metrics)
+    checkpoint.created_at = utcnow()
+    session.add(checkpoint)
+    data = {"epoch": epoch, "sha256": sha256, "created_at": checkpoint.created_at.isoformat()}
+    add_event(session, job_id=job_id, type_="checkpoint", data=data)
 
 
 def finish_job(
@@ -345,10 +427,14 @@ def finish_job(
             finished_at=now,
             updated_at=now,
             lease_expires_at=None,
+            progress=None,
         )
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    add_status_event(session, job_id=job_id)
+    return True
 
 
 def request_cancel(session: Session, *, job: Job) -> None:
@@ -358,6 +444,8 @@ def request_cancel(session: Session, *, job: Job) -> None:
         job.finished_at = now
     job.cancel_requested = True
     job.updated_at = now
+    session.flush()
+    add_status_event(session, job_id=job.id)
 
 
 # Models -----------------------------------------------------------------------------------
@@ -376,3 +464,89 @@ def list_models(
 
 def model_for_job(session: Session, *, job_id: str) -> Model | None:
     return session.scalars(select(Model).where(Model.job_id == job_id)).first()
+
+
+# Job events -------------------------------------------------------------------------------
+
+
+def add_job(session: Session, *, job: Job) -> None:
+    """A new job with its first event (queued), both written when the session flushes."""
+    job.id = job.id or new_id()
+    job.status, job.attempts, job.cancel_requested = "queued", 0, False
+    job.event_seq = 1
+    session.add(job)
+    session.add(JobEvent(job_id=job.id, seq=1, type="status", data=_status_data(job, None)))
+    session.info.setdefault(EVENTS_WRITTEN, set()).add(job.id)
+
+
+def add_event(session: Session, *, job_id: str, type_: str, data: dict[str, Any]) -> int:
+    """Append an event to the job's log and return its seq. Taking the number updates the
+    job's row, so the row stays locked (PostgreSQL) until this transaction ends and events
+    commit in seq order (see tables.JobEvent)."""
+    seq = session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(event_seq=Job.event_seq + 1)
+        .returning(Job.event_seq)
+        .execution_options(synchronize_session=False)
+    ).scalar_one()
+    session.add(JobEvent(job_id=job_id, seq=seq, type=type_, data=json_safe(data)))
+    session.info.setdefault(EVENTS_WRITTEN, set()).add(job_id)
+    return int(seq)
+
+
+def add_status_event(session: Session, *, job_id: str) -> None:
+    """The job's status as it now stands in this transaction (with the final metrics, the
+    model and the error once it has ended)."""
+    job = session.execute(
+        select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+    ).scalar_one()
+    model_id = session.scalar(select(Model.id).where(Model.job_id == job_id))
+    add_event(session, job_id=job_id, type_="status", data=_status_data(job, model_id))
+
+
+def _status_data(job: Job, model_id: str | None) -> dict[str, Any]:
+    error = None
+    if job.error_type is not None:
+        error = {"type": job.error_type, "message": job.error_message or ""}
+    finished = job.status in FINISHED
+    return {
+        "status": job.status,
+        "cancel_requested": bool(job.cancel_requested),
+        "attempt": job.attempts or 0,
+        "error": error,
+        "metrics": job.metrics if finished else None,
+        "model_id": model_id,
+    }
+
+
+def job_events(session: Session, *, job_id: str, after: int, limit: int) -> Sequence[JobEvent]:
+    query = (
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.seq > after)
+        .order_by(JobEvent.seq)
+        .limit(limit)
+    )
+    return session.scalars(query).all()
+
+
+def event_marks(session: Session, *, job_ids: Sequence[str]) -> dict[str, tuple[int, Any]]:
+    """(latest event seq, progress) of each job: what a stream hub compares to wake streams."""
+    query = select(Job.id, Job.event_seq, Job.progress).where(Job.id.in_(job_ids))
+    return {row.id: (row.event_seq, row.progress) for row in session.execute(query)}
+
+
+def job_history(
+    session: Session, *, job_id: str, after_epoch: int, limit: int
+) -> tuple[list[dict[str, Any]], int]:
+    """History entries after `after_epoch` (at most `limit`), and how many the job has."""
+    total = session.scalar(select(func.count()).where(EpochMetric.job_id == job_id)) or 0
+    query = (
+        select(EpochMetric)
+        .where(EpochMetric.job_id == job_id, EpochMetric.epoch > after_epoch)
+        .order_by(EpochMetric.epoch)
+        .limit(limit)
+    )
+    rows = session.scalars(query).all()
+    entries = [history_entry(r.epoch, r.train_loss, r.val_loss, r.seconds, r.metrics) for r in rows]
+    return entries, total

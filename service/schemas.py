@@ -55,6 +55,22 @@ class Progress(BaseModel):
     eta_seconds: float | None = Field(
         None, description="Estimated seconds left, from the mean epoch time so far."
     )
+    batch: int | None = Field(
+        None,
+        description="Mini-batches done in the running epoch (RL: steps since the last "
+        "evaluation); moves a few times a second.",
+    )
+    batches: int | None = Field(
+        None, description="Mini-batches in an epoch (RL: steps between evaluations)."
+    )
+
+
+class MainMetric(BaseModel):
+    name: str = Field(
+        description="e.g. test_accuracy, validation_rmse, val_accuracy (the latest epoch of a "
+        "running job) or eval_return_mean."
+    )
+    value: float | None
 
 
 class HistoryEntry(BaseModel):
@@ -92,6 +108,12 @@ class JobSummary(BaseModel):
     progress: Progress
     model_id: str | None
     error: JobError | None
+    main_metric: MainMetric | None = Field(
+        None,
+        description="The job's headline number: accuracy (classification), RMSE (regression, "
+        "forecasting) or the evaluation return (RL), from the final metrics' test part, else "
+        "validation, else train; while it runs, from the latest history entry.",
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -100,7 +122,11 @@ class JobSummary(BaseModel):
 class JobRead(JobSummary):
     spec: JobSpec
     test_dataset_id: str | None
-    history: list[HistoryEntry]
+    history: list[HistoryEntry] = Field(
+        description="Per-epoch entries (RL: per evaluation); all of them unless the `history` "
+        "query parameter limits them (`GET /jobs/{id}/history` pages through them)."
+    )
+    history_total: int = Field(description="History entries the job has in all.")
     metrics: dict[str, Any] | None = Field(
         None,
         description='Final metrics: {"train": {...}, "validation": {...}, "test": {...}}; '
@@ -110,6 +136,16 @@ class JobRead(JobSummary):
     device: str | None = Field(None, description="Device the job trained on.")
     attempts: int = Field(description="Times a worker has started (or resumed) the job.")
     updated_at: datetime
+
+
+class HistoryPage(BaseModel):
+    job_id: str
+    total: int = Field(description="History entries the job has in all.")
+    downsampled: bool = Field(
+        description="True when `points` thinned the entries (LTTB per series, keeping each "
+        "series' shape, minimum and maximum; the first and last entries always kept)."
+    )
+    items: list[HistoryEntry]
 
 
 class ModelRead(BaseModel):

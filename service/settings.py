@@ -102,6 +102,19 @@ class Settings(BaseSettings):
     cancel_poll_seconds: float = Field(
         1.0, gt=0, description="How often a running job checks whether it was cancelled."
     )
+    event_poll_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="How often the API checks SQL for news of the jobs whose event streams "
+        "are open (one query for all of them); Redis pub/sub wakes streams sooner.",
+    )
+    progress_seconds: float = Field(
+        0.5,
+        gt=0,
+        description="How often a running job records where its epoch (RL: evaluation "
+        "interval) is, for progress bars and event streams.",
+    )
     gpu_queue: str = Field("gpu", description="Celery queue that GPU workers listen on.")
     cpu_queue: str = Field("celery", description="Celery queue that CPU workers listen on.")
     route_to_gpu: bool = Field(

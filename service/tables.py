@@ -157,6 +157,11 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The seq of the job's latest event (see JobEvent); bumped by the UPDATE that writes one.
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Where the running epoch (RL: evaluation interval) is, and the latest history entry;
+    # rewritten at most a few times a second, never kept as history.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     history: Mapped[list[EpochMetric]] = relationship(
         back_populates="job", order_by="EpochMetric.epoch", cascade="all, delete-orphan"
@@ -181,6 +186,27 @@ class EpochMetric(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="history")
+
+
+class JobEvent(Base):
+    """One entry of a job's event log, the durable source of `GET /jobs/{id}/events`.
+
+    `seq` counts 1, 2, 3... per job with no gap, in commit order: each writer takes the
+    next number by incrementing `jobs.event_seq` in its own transaction, which holds the
+    job's row lock (PostgreSQL; SQLite has one writer) until it commits. So a reader that
+    sees event n has seen every event before it, and `Last-Event-ID: n` resumes exactly."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("job_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(16))  # status, epoch, checkpoint, rewind
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Checkpoint(Base):

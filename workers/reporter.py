@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -44,6 +45,7 @@ class JobReporter:
         deadline: Deadline | None,
         worker: str,
         lease_lost: threading.Event | None = None,
+        progress_seconds: float = 0.5,
     ) -> None:
         self.job_id = job_id
         self.store = store
@@ -53,6 +55,9 @@ class JobReporter:
         # Checkpoint files are this attempt's own: a stalled worker cannot overwrite the
         # file another attempt recorded for the same epoch.
         self._attempt = uuid.uuid4().hex[:8]
+        self._progress_seconds = progress_seconds
+        self._progress_at = time.monotonic()
+        self._latest: dict[str, Any] | None = None  # the last history entry recorded
 
     def _check_owner(self, session: Session) -> None:
         if self._lease_lost.is_set() or not repository.owns_job(
@@ -67,15 +72,38 @@ class JobReporter:
         )
         with session_scope() as session:
             self._check_owner(session)
+            train_loss, val_loss = safe.pop("train_loss"), safe.pop("val_loss")
             repository.record_epoch(
                 session,
                 job_id=self.job_id,
                 epoch=record.epoch,
-                train_loss=safe.pop("train_loss"),
-                val_loss=safe.pop("val_loss"),
+                train_loss=train_loss,
+                val_loss=val_loss,
                 metrics=safe,
                 seconds=record.seconds,
             )
+        self._latest = repository.history_entry(
+            record.epoch, train_loss, val_loss, record.seconds, safe
+        )
+        self._progress_at = time.monotonic()  # an epoch shorter than the period shows none
+
+    def progress(self, done: int, total: int, step: int | None = None) -> None:
+        """Where the running epoch is, recorded at most every `progress_seconds`; a failed
+        write is logged, never fatal."""
+        now = time.monotonic()
+        if now - self._progress_at < self._progress_seconds or self._lease_lost.is_set():
+            return
+        self._progress_at = now
+        where = {"batch": min(done, total), "batches": total, "latest": self._latest}
+        if step is not None:
+            where["step"] = step
+        try:
+            with session_scope() as session:
+                repository.set_progress(
+                    session, job_id=self.job_id, worker=self.worker, progress=where
+                )
+        except Exception as exc:
+            log.warning("job %s: progress not recorded: %s", self.job_id, exc)
 
     def cancelled(self) -> bool:
         if self._lease_lost.is_set():

@@ -25,7 +25,6 @@ from service.settings import Settings, get_settings
 from service.storage import ArtifactStore
 from workers.artifacts import save_model
 from workers.celery_app import RUN_JOB, app
-from workers.mistakes import record_mistakes
 from workers.reporter import JobReporter, LeaseLost
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,9 @@ def _train_and_record(
         spec, source, test_source, started_at = _load(job_id, store)
         limit = spec.training.time_limit_seconds or settings.max_job_seconds
         deadline = Deadline.after_start(started_at, limit)
-        reporter = JobReporter(job_id, store, deadline, worker, lease_lost)
+        reporter = JobReporter(
+            job_id, store, deadline, worker, lease_lost, settings.progress_seconds
+        )
         device = resolve_device(spec.training.device)
         with session_scope() as session:
             repository.set_device(session, job_id=job_id, device=str(device))
@@ -131,7 +132,6 @@ def _train_and_record(
         result = get_kind(spec.model.kind).train(
             spec, data, reporter, cancel_poll_seconds=settings.cancel_poll_seconds
         )
-        record_mistakes(store, job_id, result, data)
         interface = result.interface or (data.interface() if data is not None else None)
         assert interface is not None, "a kind without data must return its interface"
         metrics = json_safe(result.metrics)

@@ -3,105 +3,31 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
 
 from models.specs import JobSpec
 from service import repository
-from service.auth import CallerDep
+from service.auth import CallerDep, Credentials, authenticate
+from service.db import get_sessionmaker
 from service.deps import SessionDep, SettingsDep
 from service.dispatch import choose_queue, send_job
-from service.errors import Conflict, NotFound, TooManyRequests, Unprocessable, responses
+from service.downsample import downsample
+from service.errors import BadRequest, Conflict, NotFound, TooManyRequests, Unprocessable, responses
+from service.events import EventHub, parse_last_event_id, stream
 from service.idempotency import IdempotencyKey, check_key, commit_once, fingerprint, replay
 from service.ratelimit import get_rate_limiter
-from service.schemas import (
-    CheckpointRead,
-    HistoryEntry,
-    JobError,
-    JobRead,
-    JobStatus,
-    JobSummary,
-    Page,
-    Progress,
-)
-from service.tables import EpochMetric, Job
+from service.schemas import HistoryEntry, HistoryPage, JobRead, JobStatus, JobSummary, Page
+from service.tables import Job
 from service.validation import check_environment, check_job
+from service.views import job_read, job_summary
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=responses(401, 403))
 ENDPOINT = "POST /jobs"
-
-
-def _progress(job: Job, history: list[EpochMetric]) -> Progress:
-    eta = None
-    seconds = [row.seconds for row in history]
-    if job.status == "running" and seconds:
-        eta = sum(seconds) / len(seconds) * max(job.epochs - job.epoch, 0)
-    elif job.status in ("succeeded", "failed", "cancelled"):
-        eta = 0.0
-    fraction = min(job.epoch / job.epochs, 1.0)
-    step = steps = None
-    if job.task == "reinforcement":
-        steps = int(job.spec["training"]["total_steps"])
-        step = int(history[-1].metrics.get("step", 0)) if history else 0
-        fraction = min(step / steps, 1.0)
-    return Progress(
-        epoch=job.epoch,
-        epochs=job.epochs,
-        step=step,
-        steps=steps,
-        fraction=fraction,
-        eta_seconds=eta,
-    )
-
-
-def _error(job: Job) -> JobError | None:
-    if job.error_type is None:
-        return None
-    return JobError(type=job.error_type, message=job.error_message or "")
-
-
-def job_summary(job: Job) -> JobSummary:
-    return JobSummary(
-        id=job.id,
-        status=job.status,  # type: ignore[arg-type]
-        kind=job.kind,
-        task=job.task,
-        dataset_id=job.dataset_id,
-        progress=_progress(job, []),
-        model_id=job.model.id if job.model else None,
-        error=_error(job),
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-    )
-
-
-def job_read(job: Job) -> JobRead:
-    history = [
-        HistoryEntry(
-            epoch=row.epoch,
-            train_loss=row.train_loss,
-            val_loss=row.val_loss,
-            seconds=row.seconds,
-            **row.metrics,
-        )
-        for row in job.history
-    ]
-    summary = job_summary(job).model_dump()
-    summary["progress"] = _progress(job, job.history)
-    return JobRead(
-        **summary,
-        spec=JobSpec.model_validate(job.spec),
-        test_dataset_id=job.test_dataset_id,
-        history=history,
-        metrics=job.metrics,
-        checkpoints=[CheckpointRead.model_validate(c) for c in job.checkpoints],
-        device=job.device,
-        attempts=job.attempts,
-        updated_at=job.updated_at,
-    )
 
 
 @router.post(
@@ -157,7 +83,7 @@ def create_job(
         queue=choose_queue(settings, spec.training.device),
         epochs=_planned_epochs(spec),
     )
-    session.add(job)
+    repository.add_job(session, job=job)
     # The message is never sent before the row exists.
     replayed = commit_once(
         session,
@@ -202,13 +128,135 @@ def list_jobs(
     )
 
 
+HISTORY_PARAM = Query(
+    pattern=r"^(all|none|last:\d{1,7})$",
+    description="`all` (the default), `none`, or `last:N` for the N latest entries; "
+    "`GET /jobs/{id}/history` pages through the rest.",
+)
+
+
 @router.get("/{job_id}", response_model=JobRead, summary="Get a job", responses=responses(404))
-def get_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobRead:
+def get_job(
+    job_id: str,
+    caller: CallerDep,
+    session: SessionDep,
+    history: Annotated[str | None, HISTORY_PARAM] = None,
+    checkpoints: Annotated[
+        Literal["all", "none"], Query(description="`none` leaves the checkpoints out.")
+    ] = "all",
+) -> JobRead:
     """Status, progress, per-epoch history, checkpoints, final metrics and the model id."""
-    job = repository.get_job(session, job_id=job_id, owner_id=caller.user_id, full=True)
+    whole = history in (None, "all")
+    job = repository.get_job(
+        session, job_id=job_id, owner_id=caller.user_id, full=True, history=whole
+    )
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")
-    return job_read(job)
+    if whole:
+        return job_read(job, checkpoints=checkpoints == "all")
+    assert history is not None
+    count = 0 if history == "none" else int(history.partition(":")[2])
+    rows, total, mean_seconds = repository.history_tail(session, job_id=job_id, count=count)
+    return job_read(
+        job, rows, total=total, mean_seconds=mean_seconds, checkpoints=checkpoints == "all"
+    )
+
+
+@router.get(
+    "/{job_id}/history",
+    response_model=HistoryPage,
+    summary="Page through a job's history, or get it downsampled for plotting",
+    responses=responses(404),
+)
+def get_history(
+    job_id: str,
+    caller: CallerDep,
+    session: SessionDep,
+    after_epoch: Annotated[
+        int, Query(ge=0, le=2**31, description="Only entries of later epochs.")
+    ] = 0,
+    limit: Annotated[int, Query(ge=1, le=100_000, description="At most this many.")] = 10_000,
+    points: Annotated[
+        int | None,
+        Query(
+            ge=10,
+            le=100_000,
+            description="Downsample for plotting to about this many entries: each numeric "
+            "series keeps its shape, minimum and maximum (LTTB), and the first and last "
+            "entries are always kept. Zoom in by asking again for a narrower window.",
+        ),
+    ] = None,
+) -> HistoryPage:
+    """History entries (epochs; RL: evaluations) after `after_epoch`, oldest first."""
+    job = repository.get_job(session, job_id=job_id, owner_id=caller.user_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    entries, total = repository.job_history(
+        session, job_id=job_id, after_epoch=after_epoch, limit=limit
+    )
+    shown = downsample(entries, points) if points is not None else entries
+    return HistoryPage(
+        job_id=job_id,
+        total=total,
+        downsampled=len(shown) < len(entries),
+        items=[HistoryEntry(**e) for e in shown],
+    )
+
+
+EVENTS_DOC = """Server-Sent Events (`text/event-stream`) of what happens to the job, each with an
+`id`, an `event` type and JSON `data`:
+
+- `status`: `{"status", "cancel_requested", "attempt", "error", "metrics", "model_id"}` on
+  every change (queued, running, each resume, cancel requested, the end with the final
+  metrics and the model id);
+- `epoch`: each history entry as it is written (RL: each evaluation), as in `history`;
+- `progress`: `{"epoch", "epochs", "batch", "batches", "step", "steps", "fraction"}` within an
+  epoch (RL: between evaluations), at most a few a second, not kept;
+- `checkpoint`: `{"epoch", "sha256", "created_at"}`;
+- `rewind`: `{"epoch"}`: the job lost its worker and resumed from the checkpoint of that
+  epoch; drop what came after it.
+
+The stream ends after the final status. A finished job's stream replays everything and
+ends. Reconnect with `Last-Event-ID` (the last `id` seen) to get only what was missed. Read
+it with a client that sends the `Authorization` header (not `EventSource`)."""
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Stream a job's events (Server-Sent Events)",
+    description=EVENTS_DOC,
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        **responses(400, 404),
+    },
+)
+async def job_events(
+    job_id: str,
+    request: Request,
+    credentials: Credentials,
+    settings: SettingsDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(max_length=64, description="The last event id received; resume after it."),
+    ] = None,
+) -> EventSourceResponse:
+    caller = await run_in_threadpool(authenticate, credentials, settings)
+    after = parse_last_event_id(last_event_id)
+    if after is None:
+        raise BadRequest(f"Last-Event-ID {last_event_id!r} is not an event id of this API")
+    found = await run_in_threadpool(_owned_job_exists, job_id, caller.user_id)
+    if not found:
+        raise NotFound(f"no job with id {job_id!r}")
+    hub: EventHub = request.app.state.event_hub
+    return EventSourceResponse(
+        stream(hub, job_id, after), ping=15, headers={"Cache-Control": "no-store"}
+    )
+
+
+def _owned_job_exists(job_id: str, owner_id: str) -> bool:
+    with get_sessionmaker()() as session:
+        return repository.get_job(session, job_id=job_id, owner_id=owner_id) is not None
 
 
 @router.post(

@@ -29,9 +29,13 @@ class MemoryReporter:
         self.metas: list[dict[str, Any]] = []
         self.cancel_after = cancel_after
         self.resume_from: Checkpoint | None = None
+        self.progress_calls: list[tuple[int, int, int, int | None]] = []
 
     def epoch_end(self, record: EpochRecord) -> None:
         self.records.append(record)
+
+    def progress(self, done: int, total: int, step: int | None = None) -> None:
+        self.progress_calls.append((len(self.records), done, total, step))
 
     def cancelled(self) -> bool:
         return self.cancel_after is not None and len(self.records) >= self.cancel_after

@@ -1,0 +1,186 @@
+"""Live job events: the log in SQL is the truth; Redis pub/sub, where Redis is the broker,
+only wakes the streams sooner.
+
+Writers (the API's routes, the sweep, the workers' reporter) append to `job_events` with
+`repository.add_event`; after their transaction commits, `announce_committed` publishes the
+job ids on one Redis channel. Each API process runs one `EventHub`: it wakes the streams of
+a job when the channel names it, and, as a safety net and the only path on the embedded
+defaults, when a periodic query of the watched jobs' event counters and progress (one query
+for all of them) sees a change. A stream then reads what is new in a short session of its
+own, so no database connection is held while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio
+from starlette.concurrency import run_in_threadpool
+
+from service import repository
+from service.announce import channel, redis_url
+from service.db import get_sessionmaker
+from service.settings import Settings
+from service.tables import Job
+from service.views import progress
+
+log = logging.getLogger(__name__)
+
+EVENT_BATCH = 500  # events read per query; a long replay takes several
+TERMINAL = frozenset(repository.FINISHED)
+
+
+# The hub (one per API process) ------------------------------------------------------------
+
+
+class EventHub:
+    def __init__(self, settings: Settings) -> None:
+        self.redis_url = redis_url(settings)
+        self.channel = channel(settings)
+        self.poll_seconds = settings.event_poll_seconds
+        self.watchers: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self.marks: dict[str, tuple[int, Any]] = {}
+
+    @contextlib.contextmanager
+    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever the job may have news; the caller clears it before reading."""
+        wake = asyncio.Event()
+        self.watchers[job_id].add(wake)
+        try:
+            yield wake
+        finally:
+            self.watchers[job_id].discard(wake)
+            if not self.watchers[job_id]:
+                del self.watchers[job_id]
+                self.marks.pop(job_id, None)
+
+    def wake(self, job_id: str) -> None:
+        for wake in self.watchers.get(job_id, ()):
+            wake.set()
+
+    async def run(self) -> None:
+        tasks = [self._poll_forever()]
+        if self.redis_url:
+            tasks.append(self._listen_forever())
+        await asyncio.gather(*tasks)
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            job_ids = list(self.watchers)
+            if not job_ids:
+                continue
+            try:
+                marks = await run_in_threadpool(_read_marks, job_ids)
+            except Exception:
+                log.exception("event hub: reading job marks failed")
+                continue
+            for job_id, mark in marks.items():
+                if self.marks.get(job_id) != mark:
+                    self.marks[job_id] = mark
+                    self.wake(job_id)
+
+    async def _listen_forever(self) -> None:
+        assert self.redis_url is not None
+        while True:
+            client = redis.asyncio.Redis.from_url(self.redis_url)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self.wake(message["data"].decode("utf-8", "replace"))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "event hub: Redis subscription lost (%s); polling until it is back", exc
+                )
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            await asyncio.sleep(2.0)
+
+
+def _read_marks(job_ids: list[str]) -> dict[str, tuple[int, Any]]:
+    marks: dict[str, tuple[int, Any]] = {}
+    with get_sessionmaker()() as session:
+        for i in range(0, len(job_ids), 500):
+            marks.update(repository.event_marks(session, job_ids=job_ids[i : i + 500]))
+    return marks
+
+
+# One stream -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Read:
+    events: list[tuple[int, str, dict[str, Any]]]
+    status: str
+    progress: dict[str, Any] | None  # the live progress event's data while running
+
+
+def _read(job_id: str, after: int) -> _Read | None:
+    with get_sessionmaker()() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return None
+        events = repository.job_events(session, job_id=job_id, after=after, limit=EVENT_BATCH)
+        live = None
+        if job.status == "running" and job.progress and "batches" in job.progress:
+            p = progress(job)
+            live = {"epoch": p.epoch, "epochs": p.epochs, "batch": p.batch,
+                    "batches": p.batches, "step": p.step, "steps": p.steps,
+                    "fraction": p.fraction}  # fmt: skip
+        return _Read([(e.seq, e.type, e.data) for e in events], job.status, live)
+
+
+def parse_last_event_id(value: str | None) -> int | None:
+    """`12` (a logged event) or `12.3` (a progress event sent after event 12) -> 12; None
+    when it is not an id this API gave."""
+    if value is None or value.strip() == "":
+        return 0
+    head = value.strip().partition(".")[0]
+    if not head.isdigit() or len(head) > 12:
+        return None
+    return int(head)
+
+
+async def stream(hub: EventHub, job_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
+    """The job's events after seq `after`, then live ones; ends after the job's final status.
+    Progress events carry the id of the last logged event plus a counter, so resuming from
+    one neither repeats nor skips a logged event."""
+    sent_progress: dict[str, Any] | None = None
+    progress_count = 0
+    with hub.watch(job_id) as wake:
+        while True:
+            wake.clear()
+            read = await run_in_threadpool(_read, job_id, after)
+            if read is None:  # the job is gone
+                return
+            if read.status in TERMINAL and not read.events:
+                return  # its final status was sent (it is written with the status itself)
+            for seq, type_, data in read.events:
+                after, progress_count, sent_progress = seq, 0, None
+                yield {"id": str(seq), "event": type_, "data": json.dumps(data)}
+                if type_ == "status" and data.get("status") in TERMINAL:
+                    return
+            if len(read.events) == EVENT_BATCH:
+                continue  # more to replay
+            if read.progress is not None and read.progress != sent_progress:
+                sent_progress = read.progress
+                progress_count += 1
+                yield {
+                    "id": f"{after}.{progress_count}",
+                    "event": "progress",
+                    "data": json.dumps(read.progress),
+                }
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=hub.poll_seconds * 10)
