@@ -25,6 +25,7 @@ from service.settings import Settings, get_settings
 from service.storage import ArtifactStore
 from workers.artifacts import save_model
 from workers.celery_app import RUN_JOB, app
+from workers.mistakes import record_mistakes
 from workers.reporter import JobReporter, LeaseLost
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ def _train_and_record(
         result = get_kind(spec.model.kind).train(
             spec, data, reporter, cancel_poll_seconds=settings.cancel_poll_seconds
         )
+        record_mistakes(store, job_id, result, data)
         interface = result.interface or (data.interface() if data is not None else None)
         assert interface is not None, "a kind without data must return its interface"
         metrics = json_safe(result.metrics)
