@@ -27,6 +27,22 @@ setup() {
     fi
 }
 
+# The browser tests drive Debian's Chromium (Playwright's own browser download is not
+# reachable everywhere); install it when missing and we may.
+ensure_chromium() {
+    command -v chromium >/dev/null 2>&1 && return 0
+    [ -n "${KEIKO_CHROMIUM:-}" ] && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing Debian's chromium for the browser tests" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+            || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
+                 apt-get install -y -q chromium >/dev/null; } \
+            || echo "could not install chromium; the browser tests will say so" >&2
+    else
+        echo "chromium is missing: install it (apt-get install chromium) for the browser tests" >&2
+    fi
+}
+
 command="${1:-serve}"
 shift || true
 setup
@@ -34,6 +50,7 @@ case "$command" in
     serve | api | worker | migrate | add-user)
         exec "$VENV/bin/python" -m service.cli "$command" "$@" ;;
     test)
+        ensure_chromium
         exec "$VENV/bin/python" -m pytest "$@" ;;
     lint)
         "$VENV/bin/ruff" check service workers models tests bench
