@@ -162,6 +162,8 @@ def stack_env(data_dir: Path, **overrides: str) -> dict[str, str]:
             "KEIKO_DATA_DIR": str(data_dir),
             "KEIKO_MAX_UPLOAD_BYTES": str(2_000_000),
             "KEIKO_CANCEL_POLL_SECONDS": "0.2",
+            "KEIKO_PROGRESS_SECONDS": "0.1",
+            "KEIKO_EVENT_POLL_SECONDS": "0.2",
             "KEIKO_JOB_LEASE_SECONDS": "3",
             "KEIKO_DISPATCH_SWEEP_SECONDS": "0.5",
             "KEIKO_AUTH": "true",
