@@ -41,6 +41,7 @@ register({
     "model.layout": "Layout",
     "model.dtype": "Pixel type",
     "model.observation": "Observation",
+    "model.evaluation": "Evaluation",
   },
   ja: {
     "model.title": "モデル {id}",
@@ -73,6 +74,7 @@ register({
     "model.layout": "並び",
     "model.dtype": "画素の型",
     "model.observation": "観測",
+    "model.evaluation": "評価",
   },
 });
 
@@ -92,16 +94,16 @@ export async function render(root, { id }, ctx) {
     ? await api.get(`/jobs/${enc(model.job_id)}?history=none&checkpoints=none`, { signal }).catch(() => null)
     : null;
   const metric = mainMetric(model);
+  const facts = [
+    `${t("term.kind")}: ${model.kind}`,
+    `${t("term.task")}: ${model.task}`,
+    model.job_id ? el("span", {}, `${t("model.fromJob")} `, el("a", { href: `#/jobs/${enc(model.job_id)}`, class: "mono" }, model.job_id.slice(0, 12))) : null,
+    metric ? `${t(metric.key)}: ${fmt(metric.value)}` : null,
+    fmtTime(model.created_at),
+  ].filter(Boolean);
   root.append(
     el("h1", {}, t("model.title", { id: model.id })),
-    el(
-      "p",
-      { class: "row muted" },
-      `${t("term.kind")}: ${model.kind} · ${t("term.task")}: ${model.task}`,
-      model.job_id ? el("span", {}, `· ${t("model.fromJob")} `, el("a", { href: `#/jobs/${enc(model.job_id)}`, class: "mono" }, model.job_id.slice(0, 12))) : null,
-      metric ? `· ${t(metric.key)} ${fmt(metric.value)}` : null,
-      `· ${fmtTime(model.created_at)}`,
-    ),
+    el("p", { class: "muted" }, facts.flatMap((fact, i) => (i ? [" · ", fact] : [fact]))),
   );
   const tryIt = el("section", { class: "card try-it" }, el("h2", {}, t("model.try")));
   root.append(tryIt, schemaSection(model), metricsSection(model.metrics));
@@ -143,7 +145,7 @@ function schemaSection(model) {
   );
 }
 
-const SPLIT_KEYS = { test: "term.test", validation: "term.validation", train: "term.train" };
+const SPLIT_KEYS = { test: "term.test", validation: "term.validation", train: "term.train", evaluation: "model.evaluation" };
 
 function metricsSection(metrics) {
   const splits = Object.keys(metrics || {}).filter((k) => metrics[k] && typeof metrics[k] === "object");
@@ -335,12 +337,13 @@ async function policyTry(model, job, { api }) {
       const returns = el("p", { class: "hint", "data-testid": "rollout-summary" }, t("model.returns", { returns: played.returns.map((r) => fmt(r)).join(", ") }));
       if (isGrid && played.paths?.length) {
         const path = played.paths[0];
-        view.replaceChildren(
+        const parts = [
           gridWorld(layout, path),
           el("p", { class: "hint" }, t("grid.path", { steps: played.lengths[0], ret: fmt(played.returns[0]) })),
           episodes > 1 ? returnsChart(played.returns) : null,
           returns,
-        );
+        ];
+        view.replaceChildren(...parts.filter(Boolean));
       } else {
         view.replaceChildren(returnsChart(played.returns), returns);
       }

@@ -115,8 +115,9 @@ export function preprocessDigit(rgba, width, height) {
 
 // The 28x28 field (0..1) as one model input: values times `full` (255 for 8-bit
 // datasets, 1 for float ones) in the layout of `shape`: [28,28], [28,28,1] or [1,28,28].
+// Clipped to the range: sums of weights that add up to 1 can land a hair above it.
 export function toInput(field, shape, full) {
-  const scaled = field.map((row) => row.map((v) => v * full));
+  const scaled = field.map((row) => row.map((v) => Math.min(full, Math.max(0, v * full))));
   if (shape.length === 3 && shape[0] === 1) return [scaled];
   if (shape.length === 3) return scaled.map((row) => row.map((v) => [v]));
   return scaled;

@@ -28,7 +28,6 @@ register({
 });
 
 const SVG = "http://www.w3.org/2000/svg";
-const CELL = 56;
 const FILL = { S: "#e3edff", G: "#e3f5ea", X: "#fdecea", "#": "#4b5563", ".": "#ffffff" };
 const NAME = { S: "grid.start", G: "grid.goal", X: "grid.penalty", "#": "grid.wall" };
 
@@ -55,31 +54,32 @@ export function gridLayout(options) {
 export function gridWorld(layout, path) {
   const rows = layout.length;
   const cols = layout[0].length;
-  const width = cols * CELL;
-  const height = rows * CELL;
+  const cell = Math.max(16, Math.min(96, Math.floor(576 / Math.max(rows, cols))));
+  const width = cols * cell;
+  const height = rows * cell;
   const cells = [];
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) {
       const kind = layout[r][c];
-      cells.push(svg("rect", { x: c * CELL, y: r * CELL, width: CELL, height: CELL, fill: FILL[kind] ?? "#fff", stroke: "#cfd5dd" }));
+      cells.push(svg("rect", { x: c * cell, y: r * cell, width: cell, height: cell, fill: FILL[kind] ?? "#fff", stroke: "#cfd5dd" }));
       if (NAME[kind] && kind !== "#") {
-        const label = svg("text", { x: c * CELL + 4, y: r * CELL + 13, "font-size": 10, fill: "#667085" });
+        const label = svg("text", { x: c * cell + 4, y: r * cell + 14, "font-size": Math.max(8, Math.min(12, cell / 6)), fill: "#667085" });
         label.textContent = t(NAME[kind]);
         cells.push(label);
       }
     }
   }
-  const centre = ([r, c]) => [c * CELL + CELL / 2, r * CELL + CELL / 2];
+  const centre = ([r, c]) => [c * cell + cell / 2, r * cell + cell / 2];
   const points = path.map(centre);
   const marker = svg(
     "marker",
-    { id: "grid-arrow", viewBox: "0 0 10 10", refX: 8, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" },
+    { id: "grid-arrow", viewBox: "0 0 10 10", refX: 8, refY: 5, markerWidth: 3.5, markerHeight: 3.5, orient: "auto-start-reverse" },
     svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#e4572e" }),
   );
   const line = points.length > 1
-    ? svg("polyline", { points: points.map((p) => p.join(",")).join(" "), fill: "none", stroke: "#e4572e", "stroke-width": 4, "stroke-linejoin": "round", "marker-end": "url(#grid-arrow)", "data-testid": "grid-path" })
+    ? svg("polyline", { points: points.map((p) => p.join(",")).join(" "), fill: "none", stroke: "#e4572e", "stroke-width": Math.max(2, cell / 16), "stroke-linejoin": "round", "marker-end": "url(#grid-arrow)", "data-testid": "grid-path" })
     : null;
-  const dots = points.map(([x, y], i) => svg("circle", { cx: x, cy: y, r: i === 0 ? 7 : 4, fill: "#e4572e" }));
+  const dots = points.map(([x, y], i) => svg("circle", { cx: x, cy: y, r: (i === 0 ? 0.12 : 0.06) * cell, fill: "#e4572e" }));
   return svg(
     "svg",
     { viewBox: `-2 -2 ${width + 4} ${height + 4}`, width: width + 4, height: height + 4, role: "img", "aria-label": t("grid.title"), "data-testid": "grid-world", "data-path": JSON.stringify(path), class: "grid-world" },
