@@ -42,8 +42,8 @@ const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 export async function render(root, { id }, ctx) {
   const { api, signal } = ctx;
   const path = `/jobs/${encodeURIComponent(id)}`;
-  let job = await api.get(`${path}?history=none`, { signal });
-  const history = await new History(api, id).load(signal);
+  const history = new History(api, id);
+  let [job] = await Promise.all([api.get(`${path}?history=none`, { signal }), history.load(signal)]);
   const rl = job.task === "reinforcement";
 
   const status = el("span", { "data-testid": "job-status" });
@@ -138,8 +138,7 @@ export async function render(root, { id }, ctx) {
   }
 
   showStatus();
-  await redraw();
-  await showFinals();
+  await Promise.all([redraw(), showFinals()]); // the tables need not wait for Plotly
   if (TERMINAL.has(job.status)) return;
 
   // Live: epochs are drawn in batches (one Plotly call per animation frame at most).

@@ -145,6 +145,28 @@ function schemaSection(model) {
   );
 }
 
+register({
+  en: {
+    "mname.accuracy": "accuracy", "mname.loss": "loss", "mname.log_loss": "log loss", "mname.precision": "precision",
+    "mname.recall": "recall", "mname.f1": "F1", "mname.mse": "MSE", "mname.rmse": "RMSE", "mname.mae": "MAE",
+    "mname.r2": "R²", "mname.return_mean": "mean return", "mname.return_std": "return std", "mname.length_mean": "mean episode length",
+    "mname.episodes": "episodes", "mname.steps": "steps", "mname.best_eval_return": "best evaluation return",
+  },
+  ja: {
+    "mname.accuracy": "正解率", "mname.loss": "損失", "mname.log_loss": "対数損失", "mname.precision": "適合率",
+    "mname.recall": "再現率", "mname.f1": "F1 値", "mname.mse": "平均二乗誤差 (MSE)", "mname.rmse": "RMSE", "mname.mae": "平均絶対誤差 (MAE)",
+    "mname.r2": "決定係数 R²", "mname.return_mean": "平均報酬", "mname.return_std": "報酬の標準偏差", "mname.length_mean": "平均エピソード長",
+    "mname.episodes": "エピソード数", "mname.steps": "ステップ数", "mname.best_eval_return": "最良の評価報酬",
+  },
+});
+
+// A metric's name in the page's language, or as the API spells it when it has none.
+function metricName(name) {
+  const key = `mname.${name}`;
+  const text = t(key);
+  return text === key ? name : text;
+}
+
 const SPLIT_KEYS = { test: "term.test", validation: "term.validation", train: "term.train", evaluation: "model.evaluation" };
 
 function metricsSection(metrics) {
@@ -158,7 +180,7 @@ function metricsSection(metrics) {
   const body = names.length
     ? table(
         [t("model.metric"), ...splits.map((s) => (SPLIT_KEYS[s] ? t(SPLIT_KEYS[s]) : s))],
-        names.map((name) => [name, ...splits.map((s) => el("span", { class: "mono" }, fmt(metrics[s][name])))]),
+        names.map((name) => [el("span", { title: name }, metricName(name)), ...splits.map((s) => el("span", { class: "mono" }, fmt(metrics[s][name])))]),
       )
     : el("p", { class: "muted" }, t("model.noMetrics"));
   return el("section", { "data-testid": "model-metrics" }, el("h2", {}, t("model.metrics")), body);

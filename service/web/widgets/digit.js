@@ -149,7 +149,11 @@ export function digitPad({ onPredict, size = 280 }) {
   };
   canvas.addEventListener("pointerdown", (event) => {
     event.preventDefault();
-    canvas.setPointerCapture?.(event.pointerId);
+    try {
+      canvas.setPointerCapture(event.pointerId); // strokes that leave the canvas still end
+    } catch {
+      // a pointer the browser no longer tracks: draw without capture
+    }
     drawing = event.pointerId;
     const [x, y] = at(event);
     g.beginPath();

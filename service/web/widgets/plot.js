@@ -3,7 +3,7 @@
 const PLOTLY_SRC = "/ui/vendor/plotly.min.js";
 let loading = null;
 
-// index.html loads Plotly with `defer`; this waits for it (or loads it) when a page needs it.
+// index.html loads Plotly with `async`; this waits for it (or loads it) when a page needs it.
 export function plotly() {
   if (window.Plotly) return Promise.resolve(window.Plotly);
   if (!loading) {
