@@ -4,6 +4,8 @@ a table model's form predicts. Models are trained in the test through the real A
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import struct
 from collections.abc import Callable
@@ -12,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import Page, expect
 
 from tests.browser.digit_reference import SIDE, preprocess_digit, to_input
@@ -102,31 +105,38 @@ SEVEN = [
 ]
 
 
-def test_drawn_digit_is_sent_as_the_reference_preprocesses_it(
-    page: Page, stack: Stack, digit_model: str, screenshot: Screenshot
-) -> None:
-    page.goto(f"/#/models/{digit_model}")
-    expect(page.get_by_test_id("digit-canvas")).to_be_visible()
-    draw(page, SEVEN)
+def predict_drawing(page: Page, model_id: str) -> np.ndarray:
+    """Click Predict; check that the 28x28 input sent is what the reference makes of the
+    canvas's pixels, and return it."""
     pixels = canvas_pixels(page)
     assert (pixels[:, :, 0] > 0).sum() > 500  # the strokes are on the canvas
     with page.expect_request(lambda r: r.url.endswith("/predict") and r.method == "POST") as sent:
         page.get_by_test_id("digit-predict").click()
     body = json.loads(sent.value.post_data or "{}")
-    assert body["model_id"] == digit_model and len(body["inputs"]) == 1
+    assert body["model_id"] == model_id and len(body["inputs"]) == 1
     got = np.asarray(body["inputs"][0], dtype=np.float64)
     field = preprocess_digit(pixels)
     assert field is not None
     expected = to_input(field, [SIDE, SIDE], 255.0)
     assert got.shape == (SIDE, SIDE)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    return expected
+
+
+def test_drawn_digit_is_sent_as_the_reference_preprocesses_it(
+    page: Page, stack: Stack, digit_model: str, screenshot: Screenshot
+) -> None:
+    page.goto(f"/#/models/{digit_model}")
+    expect(page.get_by_test_id("digit-canvas")).to_be_visible()
+    draw(page, SEVEN)
+    sent = predict_drawing(page, digit_model)
     # It was cropped, scaled to fit 20x20 and centred: ink within a 20-pixel box, a border.
-    rows, cols = np.flatnonzero(got.any(axis=1)), np.flatnonzero(got.any(axis=0))
+    rows, cols = np.flatnonzero(sent.any(axis=1)), np.flatnonzero(sent.any(axis=0))
     assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 == 20
-    centre = (np.mgrid[0:SIDE, 0:SIDE] * got).sum(axis=(1, 2)) / got.sum()
+    centre = (np.mgrid[0:SIDE, 0:SIDE] * sent).sum(axis=(1, 2)) / sent.sum()
     assert np.all(np.abs(centre - 13.5) <= 0.5)
 
-    answer = predict(stack, digit_model, [expected.tolist()])
+    answer = predict(stack, digit_model, [sent.tolist()])
     shown = page.get_by_test_id("prediction")
     expect(shown).to_have_attribute("data-label", str(answer["predictions"][0]))
     bars = page.get_by_test_id("probabilities").locator("[data-p]")
@@ -137,6 +147,45 @@ def test_drawn_digit_is_sent_as_the_reference_preprocesses_it(
 
     page.get_by_test_id("digit-clear").click()
     assert canvas_pixels(page)[:, :, 0].max() == 0
+
+
+def test_touch_strokes_draw_too(page: Page, stack: Stack, digit_model: str) -> None:
+    """A finger on a touch screen (Chromium's touch input, as pointer events of type touch)
+    draws, and the drawing is sent as the reference preprocesses it."""
+    page.goto(f"/#/models/{digit_model}")
+    canvas = page.get_by_test_id("digit-canvas")
+    expect(canvas).to_be_visible()
+    box = canvas.bounding_box()
+    assert box is not None
+    touch = page.context.new_cdp_session(page)
+    points = [(box["x"] + 120 + 3 * i, box["y"] + 40 + 12 * i) for i in range(16)]
+    for kind, (x, y) in zip(["touchStart"] + ["touchMove"] * 15, points, strict=True):
+        touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+    touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    sent = predict_drawing(page, digit_model)
+    answer = predict(stack, digit_model, [sent.tolist()])
+    expect(page.get_by_test_id("prediction")).to_have_attribute(
+        "data-label", str(answer["predictions"][0])
+    )
+    assert page.evaluate("() => window.scrollY") == 0  # the finger drew; it did not scroll
+
+
+def test_image_upload_predicts(page: Page, stack: Stack, digit_model: str) -> None:
+    x, _ = strokes_images(1, seed=9)
+    buffer = io.BytesIO()
+    Image.fromarray(x[0]).save(buffer, format="PNG")
+    files = [("file", ("digit.png", buffer.getvalue(), "image/png"))]
+    answer = stack.http().post("/predict/files", data={"model_id": digit_model}, files=files)
+    assert answer.status_code == 200, answer.text
+    page.goto(f"/#/models/{digit_model}")
+    page.get_by_test_id("image-upload").set_input_files(
+        {"name": "digit.png", "mimeType": "image/png", "buffer": buffer.getvalue()}
+    )
+    shown = page.get_by_test_id("prediction")
+    expect(shown).to_have_attribute("data-label", str(answer.json()["predictions"][0]))
+    bars = page.get_by_test_id("probabilities").locator("[data-p]")
+    shown_p = [float(p) for p in bars.evaluate_all("rows => rows.map(r => r.dataset.p)")]
+    np.testing.assert_allclose(shown_p, answer.json()["probabilities"][0], atol=1e-9)
 
 
 def test_digit_preprocessing_agrees_with_the_reference_on_many_shapes(
@@ -157,9 +206,10 @@ def test_digit_preprocessing_agrees_with_the_reference_on_many_shapes(
         got = page.evaluate(
             """async (data) => {
                 const { preprocessDigit } = await import('/ui/widgets/digit.js');
-                return preprocessDigit(new Uint8ClampedArray(data), 280, 280);
+                const bytes = Uint8ClampedArray.from(atob(data), (c) => c.charCodeAt(0));
+                return preprocessDigit(bytes, 280, 280);
             }""",
-            rgba.reshape(-1).tolist(),
+            base64.b64encode(rgba.tobytes()).decode(),
         )
         expected = preprocess_digit(rgba)
         assert expected is not None
