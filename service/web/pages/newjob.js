@@ -62,6 +62,18 @@ export function fieldPath(loc, spec) {
   return parts.join(".");
 }
 
+// The form field a plain-text 422 is about ("unknown target column 'x'" -> target): the
+// first field name the message mentions as a word.
+export function mentionedField(message, paths) {
+  let best = null;
+  for (const path of paths) {
+    const name = path === "optimizer.name" ? "optimizer" : path.split(".").pop();
+    const at = message.search(new RegExp(`(^|[^\\w])${name}([^\\w]|$)`));
+    if (at !== -1 && (best === null || at < best.at)) best = { path, at };
+  }
+  return best?.path ?? null;
+}
+
 export async function render(root, params, { api, signal, navigate }) {
   const datasets = (await api.get("/datasets?limit=200", { signal })).items;
   const field = (name, label, input) => el("div", { class: "field", "data-field-name": name }, el("label", { for: `f-${name}` }, label), input);
@@ -129,6 +141,7 @@ export async function render(root, params, { api, signal, navigate }) {
       let msg = item.msg;
       const named = !path && typeof msg === "string" ? msg.match(/^([a-z_][\w.]*): (.+)$/s) : null;
       if (named) [, path, msg] = named;
+      if (!path && typeof msg === "string") path = mentionedField(msg, Object.keys(fields));
       if (!path) {
         unplaced.push(msg);
         continue;
