@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -157,6 +158,7 @@ def test_compare_overlays_three_optimizers(
         assert all(t["n"] == EPOCHS for t in group_traces), (series, group_traces)
         assert len({t["xaxis"] for t in group_traces}) == 1, "one shared axis per series"
     diff = page.locator("[data-testid=spec-diff]")
+    diff.wait_for()
     assert diff.locator("tr[data-field='optimizer.name']").count() == 1
     fields = diff.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.field)")
     assert all(field.startswith("optimizer.") for field in fields), fields
@@ -365,3 +367,72 @@ def test_ten_thousand_epoch_job_draws_downsampled_curves_within_a_second(
             return x.filter(e => e >= 5000 && e <= 5100).length === 101;
         }"""
     )
+
+
+def test_history_downloads_in_full_as_csv_and_json(
+    page: Any, stack: Stack, optimizer_jobs: list[str]
+) -> None:
+    job_id = optimizer_jobs[0]
+    history = stack.http().get(f"/jobs/{job_id}/history").json()["items"]
+    page.goto(f"/#/jobs/{job_id}")
+    page.locator("[data-testid=curve-loss]").wait_for()
+    with page.expect_download() as csv_download:
+        page.click("[data-testid=download-csv]")
+    lines = Path(csv_download.value.path()).read_text().splitlines()
+    header = lines[0].split(",")
+    assert {"epoch", "train_loss", "val_loss", "val_accuracy"} <= set(header)
+    assert len(lines) == len(history) + 1
+    epochs = [int(line.split(",")[header.index("epoch")]) for line in lines[1:]]
+    assert epochs == [e["epoch"] for e in history]
+    with page.expect_download() as json_download:
+        page.click("[data-testid=download-json]")
+    assert json.loads(Path(json_download.value.path()).read_text()) == history
+
+
+def test_twenty_jobs_compared_are_drawn_within_a_second(page: Any, stack: Stack) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=20)
+    frame = pd.DataFrame({"x": x, "y": 3 * x + rng.normal(scale=0.1, size=20)})
+    dataset = upload_frame(stack.http(), frame, "tiny-twenty.csv")
+    ids = [
+        post_job(
+            stack,
+            {
+                "dataset_id": dataset,
+                "task": "regression",
+                "target": "y",
+                "model": {"kind": "linear", "solver": "sgd"},
+                "optimizer": {"name": "sgd", "lr": 0.002 * (i + 1)},
+                "training": {"epochs": 100, "batch_size": 20, "checkpoint_every": 100},
+            },
+        )
+        for i in range(20)
+    ]
+    for job_id in ids:
+        assert stack.wait_for_job(job_id)["status"] == "succeeded"
+    page.goto("/#/datasets")
+    page.locator("[data-testid=datasets-table]").wait_for()
+    page.wait_for_function("() => window.Plotly")
+    drawn = page.evaluate(
+        """async (ids) => {
+            const start = performance.now();
+            location.hash = `#/compare?ids=${ids.join(',')}`;
+            for (;;) {
+                const div = document.querySelector('[data-testid=compare-chart]');
+                if (div?.data?.length && div.querySelector('.scatterlayer path')) {
+                    return {ms: performance.now() - start, traces: div.data.map(
+                        t => [t.meta.job, t.meta.series, t.x.length])};
+                }
+                await new Promise(requestAnimationFrame);
+            }
+        }""",
+        ids,
+    )
+    print(f"20 jobs compared: drawn {drawn['ms']:.0f} ms after navigating")
+    assert drawn["ms"] < 1000, drawn["ms"]
+    per_series: dict[str, list[str]] = {}
+    for job_id, series, n in drawn["traces"]:
+        per_series.setdefault(series, []).append(job_id)
+        assert n == 100
+    assert {"train_loss", "val_loss"} <= set(per_series)
+    assert all(sorted(jobs) == sorted(ids) for jobs in per_series.values())

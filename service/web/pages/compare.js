@@ -53,34 +53,43 @@ export async function render(root, { ids }, ctx) {
   }
   const points = Math.max(100, Math.min(1000, Math.floor(8000 / ids.length)));
   const history = (id, params) => api.get(`/jobs/${encodeURIComponent(id)}/history?${new URLSearchParams(params)}`, { signal });
-  const runs = await Promise.all(ids.map(async (id) => {
-    const [job, page] = await Promise.all([
-      api.get(`/jobs/${encodeURIComponent(id)}?history=none&checkpoints=none`, { signal }),
-      history(id, { points }),
-    ]);
-    return { id, job, base: page.items, entries: page.items, downsampled: page.downsampled };
+  // The curves first; the specs (for labels and the differences) come meanwhile.
+  const runs = await Promise.all(ids.map(async (id, i) => {
+    const page = await history(id, { points });
+    return { id, job: null, label: id.slice(0, 8), color: COLORS[i % COLORS.length], base: page.items, entries: page.items, downsampled: page.downsampled };
   }));
-  const diff = specDiff(runs.map((r) => r.job.spec));
-  runs.forEach((run, i) => {
-    run.label = labelOf(diff, i) || run.id;
-    run.color = COLORS[i % COLORS.length];
-  });
+  const jobs = Promise.all(ids.map((id) => api.get(`/jobs/${encodeURIComponent(id)}?history=none&checkpoints=none`, { signal })));
+  jobs.catch(() => {}); // awaited below; not an unhandled rejection meanwhile
 
   const chart = el("div", { class: "plot-wide", "data-testid": "compare-chart" });
+  const chips = el("p");
+  const seriesChips = el("div", { class: "chips", "data-testid": "compare-series" });
+  const diffBox = el("div");
   root.append(
     el("h1", {}, t("compare.title", { n: runs.length })),
-    el("p", {}, runs.map((run) => el("a", { class: "chip", href: `#/jobs/${run.id}`, style: `border-color:${run.color}` }, `${run.label} · ${run.id}`))),
+    chips,
+    seriesChips,
     el("div", { class: "card" }, chart),
     el("h2", {}, t("compare.diff")),
-    diffTable(diff, runs),
+    diffBox,
   );
+  const showChips = () => chips.replaceChildren(...runs.map((run) => el("a", { class: "chip", href: `#/jobs/${run.id}`, style: `border-color:${run.color}` }, `${run.label} · ${run.id}`)));
+  showChips();
 
-  const rl = runs.every((r) => r.job.task === "reinforcement");
+  const rl = runs.every((r) => r.base.length === 0 || isNum(r.base[0].step));
+  // Many jobs: the losses and the first metric at first (each series is a trace per job);
+  // the chips above the chart add the others.
+  const all = seriesOf(runs);
+  const shown = new Set(runs.length > 6 ? all.slice(0, 3) : all);
+  const showSeriesChips = () => seriesChips.replaceChildren(...seriesOf(runs).map((key) =>
+    el("label", { class: "chip" }, el("input", { type: "checkbox", checked: shown.has(key), "data-series": key,
+      onchange: (e) => { e.target.checked ? shown.add(key) : shown.delete(key); draw(); } }), ` ${seriesName(key)}`)));
+  showSeriesChips();
   const Plotly = await plotly();
   let range = null;
 
   async function draw() {
-    const series = seriesOf(runs);
+    const series = seriesOf(runs).filter((key) => shown.has(key));
     const columns = Math.min(series.length, 2) || 1;
     const rows = Math.ceil(series.length / columns) || 1;
     const traces = [];
@@ -160,6 +169,15 @@ export async function render(root, { ids }, ctx) {
   }
   ctx.onCleanup(() => clearTimeout(timer));
 
+  await draw();
+  // Then the specs: what sets each job apart names its curves.
+  for (const [i, job] of (await jobs).entries()) runs[i].job = job;
+  const diff = specDiff(runs.map((r) => r.job.spec));
+  runs.forEach((run, i) => {
+    run.label = labelOf(diff, i) || run.id;
+  });
+  showChips();
+  diffBox.replaceChildren(diffTable(diff, runs));
   await draw();
   chart.on("plotly_relayout", (event) => zoom(event).catch((err) => root.append(errorBox(err))));
   timer = setTimeout(() => poll().catch((err) => signal.aborted || root.append(errorBox(err))), 2000);
