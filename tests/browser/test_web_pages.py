@@ -95,6 +95,14 @@ def test_new_job_form_shows_422s_next_to_their_fields_then_starts_the_job(
     assert shown["dataset_id"] == iris and shown["target"] == "species"
     assert shown["optimizer"]["name"] == "momentum" and shown["training"]["epochs"] == 2
 
+    # An edit in the text survives a change in the form.
+    shown["model"]["hidden_layers"] = [8]
+    spec.fill(json.dumps(shown))
+    page.fill("[data-testid=newjob-epochs]", "3")
+    page.locator("[data-testid=newjob-epochs]").dispatch_event("change")
+    shown = json.loads(spec.input_value())
+    assert shown["model"]["hidden_layers"] == [8] and shown["training"]["epochs"] == 3
+
     # Edited by hand: a learning rate the API refuses.
     shown["optimizer"]["lr"] = -1
     spec.fill(json.dumps(shown))
@@ -123,6 +131,7 @@ def test_new_job_form_shows_422s_next_to_their_fields_then_starts_the_job(
     job = stack.wait_for_job(job_id)
     assert job["spec"]["optimizer"]["name"] == "momentum"
     assert job["spec"]["optimizer"]["lr"] == 0.05
+    assert job["spec"]["model"]["hidden_layers"] == [8]
     page.locator("[data-testid=job-status] [data-status=succeeded]").wait_for()
 
 

@@ -170,6 +170,7 @@ export async function render(root, { id }, ctx) {
       await redraw();
     } else if (type === "checkpoint") {
       job.checkpoints = [...(job.checkpoints || []).filter((c) => c.epoch !== data.epoch), data];
+      finals.querySelector("[data-testid=job-checkpoints]")?.replaceWith(checkpointsTable(job.checkpoints));
     } else if (type === "status") {
       job.status = data.status;
       showStatus();

@@ -86,9 +86,9 @@ export async function render(root, params, { api, signal, navigate }) {
     target: select("newjob-target", [], ""),
     "model.kind": select("newjob-kind", Object.keys(KINDS).map((k) => [k, k]), "mlp"),
     "optimizer.name": select("newjob-optimizer", OPTIMIZERS.map((k) => [k, k]), "adam"),
-    "optimizer.lr": el("input", { type: "number", step: "any", min: "0", value: "0.001", "data-testid": "newjob-lr", id: "f-newjob-lr" }),
-    "training.epochs": el("input", { type: "number", min: "1", value: "20", "data-testid": "newjob-epochs", id: "f-newjob-epochs" }),
-    "training.batch_size": el("input", { type: "number", min: "1", value: "32", "data-testid": "newjob-batch", id: "f-newjob-batch" }),
+    "optimizer.lr": el("input", { type: "number", step: "any", value: "0.001", "data-testid": "newjob-lr", id: "f-newjob-lr" }),
+    "training.epochs": el("input", { type: "number", value: "20", "data-testid": "newjob-epochs", id: "f-newjob-epochs" }),
+    "training.batch_size": el("input", { type: "number", value: "32", "data-testid": "newjob-batch", id: "f-newjob-batch" }),
   };
   const labels = { dataset_id: t("term.dataset"), task: t("newjob.task"), target: t("newjob.target"), "model.kind": t("newjob.kind"), "optimizer.name": t("term.optimizer"), "optimizer.lr": t("newjob.lr"), "training.epochs": t("newjob.epochs"), "training.batch_size": t("newjob.batch") };
   const spec = el("textarea", { "data-testid": "newjob-spec", id: "f-spec", spellcheck: "false" });
@@ -97,7 +97,8 @@ export async function render(root, params, { api, signal, navigate }) {
   const specField = el("div", { class: "field", "data-field-name": "spec" }, el("label", { for: "f-spec" }, t("newjob.spec")), spec);
   const submit = el("button", { type: "submit", class: "primary", "data-testid": "newjob-submit" }, t("newjob.submit"));
   const course = el("button", { type: "button", "data-testid": "newjob-optimizers", onclick: () => startCourse() }, t("newjob.optimizers"));
-  const form = el("form", { "data-testid": "newjob-form", class: "card", onsubmit: (e) => { e.preventDefault(); start(); } },
+  // novalidate: the API judges the values, and its 422s are shown beside the fields.
+  const form = el("form", { "data-testid": "newjob-form", class: "card", novalidate: true, onsubmit: (e) => { e.preventDefault(); start(); } },
     el("div", { class: "grid" }, el("div", {}, Object.values(fields)), specField),
     general, el("div", { class: "row" }, submit, course));
   root.append(el("h1", {}, t("newjob.title")), el("p", { class: "muted" }, t("newjob.help")));
@@ -112,7 +113,9 @@ export async function render(root, params, { api, signal, navigate }) {
     if (!columns.includes(previous) && columns.length) inputs.target.value = columns[columns.length - 1];
   }
 
-  function build() {
+  // The spec from the form. Edits made in the text stay: a changed field replaces only its
+  // own part (model and optimizer as a whole, since their fields depend on kind and name).
+  function build(changed = null) {
     const out = { dataset_id: inputs.dataset_id.value || null, task: inputs.task.value };
     if (inputs.target.value) out.target = inputs.target.value;
     out.model = { ...KINDS[inputs["model.kind"].value] };
@@ -120,10 +123,29 @@ export async function render(root, params, { api, signal, navigate }) {
     const lr = Number(inputs["optimizer.lr"].value);
     if (inputs["optimizer.lr"].value !== "" && !Number.isNaN(lr)) out.optimizer.lr = lr;
     out.training = { epochs: Number(inputs["training.epochs"].value), batch_size: Number(inputs["training.batch_size"].value) };
-    spec.value = JSON.stringify(out, null, 2);
+    let edited = null;
+    try {
+      edited = changed && JSON.parse(spec.value);
+    } catch {
+      edited = null; // not JSON (yet): start again from the form
+    }
+    if (edited && typeof edited === "object") {
+      const top = changed.split(".")[0];
+      if (top === "training") edited.training = { ...edited.training, ...out.training };
+      else if (changed === "optimizer.lr") edited.optimizer = { ...edited.optimizer, lr: out.optimizer.lr };
+      else if (changed === "target" && !out.target) delete edited.target;
+      else edited[top] = out[top];
+      if (changed === "dataset_id") edited.target = out.target;
+    }
+    spec.value = JSON.stringify(edited || out, null, 2);
   }
 
-  for (const input of Object.values(inputs)) input.addEventListener("change", () => { if (input === inputs.dataset_id) targets(); build(); });
+  for (const [name, input] of Object.entries(inputs)) {
+    input.addEventListener("change", () => {
+      if (input === inputs.dataset_id) targets();
+      build(name);
+    });
+  }
   targets();
   build();
 
