@@ -113,7 +113,11 @@ async function events(jobId, { onEvent, onOpen, signal, lastEventId = null } = {
           // keep the text
         }
         if (ev.type === "status" && TERMINAL.has(data?.status)) finished = true;
-        onEvent({ type: ev.type, id: ev.id, data });
+        try {
+          await onEvent({ type: ev.type, id: ev.id, data }); // in order: a rewind before what follows
+        } catch (err) {
+          console.error("event handler failed", ev.type, err); // the stream goes on
+        }
       }
     } catch (err) {
       if (signal?.aborted) return;
