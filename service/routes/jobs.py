@@ -221,13 +221,30 @@ ends. Reconnect with `Last-Event-ID` (the last `id` seen) to get only what was m
 it with a client that sends the `Authorization` header (not `EventSource`)."""
 
 
+# One event of the stream, as OpenAPI models text/event-stream (each event an object of its
+# fields; `data` is JSON text).
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
+        "event": {
+            "type": "string",
+            "enum": ["status", "epoch", "progress", "checkpoint", "rewind"],
+        },
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer"},
+    },
+}
+
+
 @router.get(
     "/{job_id}/events",
     summary="Stream a job's events (Server-Sent Events)",
     description=EVENTS_DOC,
     response_class=EventSourceResponse,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        200: {"content": {"text/event-stream": {"schema": EVENT_SCHEMA}}},
         **responses(400, 404),
     },
 )
