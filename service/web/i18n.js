@@ -29,6 +29,18 @@ export function t(key, vars = {}) {
   return text.replace(/\{(\w+)\}/g, (m, name) => (name in vars ? String(vars[name]) : m));
 }
 
+// A metric's name for people: "val_accuracy" -> "Validation accuracy" / "検証正解率".
+export function metricLabel(name) {
+  const known = (key) => key in strings[lang] || key in strings.en;
+  if (known(`metric.${name}`)) return t(`metric.${name}`);
+  const parts = String(name).match(/^(val|test|train)_(.+)$/);
+  if (!parts) return known(`metricname.${name}`) ? t(`metricname.${name}`) : name;
+  const split = { val: "term.validation", test: "term.test", train: "term.train" }[parts[1]];
+  const metric = `metricname.${parts[2]}`;
+  const metricText = known(metric) ? t(metric) : parts[2];
+  return lang === "ja" ? `${t(split)}${metricText}` : `${t(split)} ${metricText}`;
+}
+
 export function getLang() {
   return lang;
 }
@@ -108,6 +120,17 @@ register({
     "metric.eval_return_mean": "Evaluation return",
     "metric.train_return_mean": "Training return",
     "metric.eval_length_mean": "Evaluation episode length",
+    "metricname.accuracy": "accuracy",
+    "metricname.f1": "F1",
+    "metricname.log_loss": "log loss",
+    "metricname.loss": "loss",
+    "metricname.precision": "precision",
+    "metricname.recall": "recall",
+    "metricname.mse": "MSE",
+    "metricname.rmse": "RMSE",
+    "metricname.mae": "MAE",
+    "metricname.r2": "R²",
+    "metricname.return_mean": "mean return",
   },
   ja: {
     "app.title": "Keiko 稽古",
@@ -169,5 +192,16 @@ register({
     "metric.eval_return_mean": "評価時の報酬",
     "metric.train_return_mean": "訓練時の報酬",
     "metric.eval_length_mean": "評価エピソード長",
+    "metricname.accuracy": "正解率",
+    "metricname.f1": "F1",
+    "metricname.log_loss": "対数損失",
+    "metricname.loss": "損失",
+    "metricname.precision": "適合率",
+    "metricname.recall": "再現率",
+    "metricname.mse": "MSE",
+    "metricname.rmse": "RMSE",
+    "metricname.mae": "MAE",
+    "metricname.r2": "R²",
+    "metricname.return_mean": "平均報酬",
   },
 });

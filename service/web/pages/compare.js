@@ -4,7 +4,7 @@
 // window at full resolution; active jobs are polled for new entries.
 
 import { el, errorBox } from "../dom.js";
-import { register, t } from "../i18n.js";
+import { metricLabel, register, t } from "../i18n.js";
 import { specDiff } from "../widgets/specdiff.js";
 import { baseLayout, COLORS, CONFIG, plotly, rangeOf } from "../widgets/plot.js";
 
@@ -34,8 +34,7 @@ const isNum = (v) => typeof v === "number" && Number.isFinite(v);
 function seriesName(key) {
   const named = { train_loss: "term.train_loss", val_loss: "term.val_loss", lr: "term.lr", epsilon: "term.epsilon" }[key];
   if (named) return t(named);
-  const metric = t(`metric.${key}`);
-  return metric === `metric.${key}` ? key : metric;
+  return metricLabel(key);
 }
 
 function seriesOf(runs) {

@@ -2,7 +2,7 @@
 // cancel per active job, and checkboxes to compare jobs (or one click per group).
 
 import { el, errorBox, fmt, fmtTime } from "../dom.js";
-import { register, t } from "../i18n.js";
+import { metricLabel, register, t } from "../i18n.js";
 import { progressBar, statusChip } from "../widgets/status.js";
 
 register({
@@ -59,6 +59,13 @@ export async function render(root, _params, ctx) {
   );
 
   const rows = new Map(); // job id -> {tr, progress, job}
+  // Datasets by name, not id (one request; ids are shown when a name is missing).
+  const datasetNames = new Map();
+  try {
+    for (const d of (await api.get("/datasets?limit=500", { signal })).items) datasetNames.set(d.id, d.name);
+  } catch {
+    // names are a nicety: the list works without them
+  }
 
   function updateCompare() {
     for (const id of [...selected]) if (!rows.has(id)) selected.delete(id);
@@ -71,14 +78,14 @@ export async function render(root, _params, ctx) {
     const check = el("input", { type: "checkbox", "data-testid": "job-select", checked: selected.has(job.id), "aria-label": t("jobs.select", { id: job.id }),
       onchange: (e) => { e.target.checked ? selected.add(job.id) : selected.delete(job.id); updateCompare(); } });
     const cells = {
-      status: el("td"), metric: el("td", { class: "num mono" }), action: el("td"),
+      status: el("td"), metric: el("td", { class: "num" }), action: el("td"),
     };
     const tr = el("tr", { "data-testid": "job-row", "data-job-id": job.id },
       el("td", {}, check),
       el("td", {}, el("a", { href: `#/jobs/${job.id}`, class: "mono" }, job.id)),
       cells.status,
       el("td", {}, job.kind),
-      el("td", {}, job.dataset_id ? el("a", { href: `#/datasets/${job.dataset_id}`, class: "mono" }, job.dataset_id) : el("span", { class: "muted" }, job.task)),
+      el("td", {}, job.dataset_id ? el("a", { href: `#/datasets/${job.dataset_id}`, title: job.dataset_id }, datasetNames.get(job.dataset_id) || job.dataset_id) : el("span", { class: "muted" }, job.task)),
       el("td", {}, progress.node),
       cells.metric,
       el("td", { class: "hint" }, fmtTime(job.created_at)),
@@ -96,7 +103,7 @@ export async function render(root, _params, ctx) {
     row.progress.update(job.progress);
     if (before?.status !== job.status) row.cells.status.replaceChildren(statusChip(job.status));
     const m = job.main_metric;
-    row.cells.metric.textContent = m ? `${t(`metric.${m.name}`) === `metric.${m.name}` ? m.name : t(`metric.${m.name}`)} ${fmt(m.value)}` : "–";
+    row.cells.metric.replaceChildren(...(m ? [el("span", { class: "hint" }, metricLabel(m.name)), " ", el("span", { class: "mono" }, fmt(m.value))] : ["–"]));
     if (before?.status !== job.status) {
       row.cells.action.replaceChildren(ACTIVE.has(job.status)
         ? el("button", { class: "danger", "data-testid": "job-cancel", onclick: (e) => cancel(job.id, e.target) }, t("jobs.cancel"))
@@ -137,7 +144,7 @@ export async function render(root, _params, ctx) {
     }
     const links = [...byGroup.values()].filter((g) => g.length >= 2).slice(0, 8).map((g) =>
       el("a", { class: "chip", "data-testid": "compare-group", href: `#/compare?ids=${g.slice(0, 20).map((j) => j.id).join(",")}` },
-        t("jobs.group", { kind: g[0].kind, dataset: g[0].dataset_id, n: Math.min(g.length, 20) })));
+        t("jobs.group", { kind: g[0].kind, dataset: datasetNames.get(g[0].dataset_id) || g[0].dataset_id, n: Math.min(g.length, 20) })));
     groups.replaceChildren(...(links.length ? [el("span", { class: "hint" }, t("jobs.groups")), ...links] : []));
   }
 

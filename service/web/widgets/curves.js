@@ -3,6 +3,7 @@
 // entries with Plotly.react; extend() appends live ones with Plotly.extendTraces.
 
 import { el } from "../dom.js";
+import { metricLabel } from "../i18n.js";
 import { baseLayout, COLORS, CONFIG, plotly, rangeOf } from "./plot.js";
 
 const HIDDEN_METRICS = new Set(["val_loss"]);
@@ -20,7 +21,7 @@ function has(entries, key) {
 
 // The charts for these entries: [{id, testid, title, yTitle, traces: [{name, y(e), ...style}]}]
 export function plan(entries, { rl, t }) {
-  const label = (key) => t(`metric.${key}`) === `metric.${key}` ? key : t(`metric.${key}`);
+  const label = metricLabel;
   const charts = [];
   if (rl) {
     const traces = [];

@@ -2,7 +2,7 @@
 // with per-class accuracy, checkpoints, and the gallery of test images the model got wrong.
 
 import { el, fmt, fmtTime, table } from "../dom.js";
-import { register, t } from "../i18n.js";
+import { metricLabel, register, t } from "../i18n.js";
 import { baseLayout, CONFIG, plotly } from "./plot.js";
 
 register({
@@ -47,7 +47,7 @@ export function metricsTables(metrics) {
   for (const split of SPLITS) {
     const values = metrics?.[split];
     if (!values || typeof values !== "object") continue;
-    const rows = Object.entries(values).filter(([, v]) => scalar(v)).map(([k, v]) => [k, el("span", { class: "mono" }, fmt(v))]);
+    const rows = Object.entries(values).filter(([, v]) => scalar(v)).map(([k, v]) => [el("span", { title: k }, metricLabel(k)), el("span", { class: "mono" }, fmt(v))]);
     if (rows.length) tables.push(el("div", {}, el("h3", {}, splitName(split)), table([t("results.metric"), t("results.value")], rows, { "data-split": split })));
   }
   if (!tables.length) return null;
