@@ -164,6 +164,15 @@ def test_compare_overlays_three_optimizers(
     links = [group.nth(i).get_attribute("href") or "" for i in range(group.count())]
     screenshot(page, "jobs.png")
     assert any(set(link.split("ids=")[1].split(",")) == set(optimizer_jobs) for link in links)
+    # The filter: by id, then by status word.
+    page.fill("[data-testid=job-filter]", optimizer_jobs[0][:12])
+    assert page.locator("[data-testid=job-row]:visible").count() == 1
+    page.fill("[data-testid=job-filter]", "succeeded iris-optimizers")
+    visible = page.locator("[data-testid=job-row]:visible").evaluate_all(
+        "rows => rows.map(r => r.dataset.jobId)"
+    )
+    assert sorted(visible) == sorted(optimizer_jobs)
+    page.fill("[data-testid=job-filter]", "")
     # And by ticking them.
     for job_id in optimizer_jobs:
         page.check(f"[data-testid=job-row][data-job-id='{job_id}'] [data-testid=job-select]")

@@ -99,7 +99,7 @@ export async function render(root, _params, ctx) {
     const before = row.job;
     row.job = job;
     row.tr.dataset.status = job.status;
-    row.tr.dataset.search = [job.id, job.status, t(`status.${job.status}`), job.kind, job.task, job.dataset_id || ""].join(" ").toLowerCase();
+    row.tr.dataset.search = [job.id, job.status, t(`status.${job.status}`), job.kind, job.task, job.dataset_id || "", datasetNames.get(job.dataset_id) || ""].join(" ").toLowerCase();
     row.progress.update(job.progress);
     if (before?.status !== job.status) row.cells.status.replaceChildren(statusChip(job.status));
     const m = job.main_metric;
