@@ -13,6 +13,7 @@ own, so no database connection is held while it waits.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import logging
@@ -34,6 +35,7 @@ from service.views import progress
 log = logging.getLogger(__name__)
 
 EVENT_BATCH = 500  # events read per query; a long replay takes several
+FEED_EVENTS = 2000  # recent events the hub keeps in memory per watched job
 TERMINAL = frozenset(repository.FINISHED)
 
 
@@ -47,12 +49,14 @@ class EventHub:
         self.poll_seconds = settings.event_poll_seconds
         self.watchers: dict[str, set[asyncio.Event]] = defaultdict(set)
         self.marks: dict[str, tuple[int, Any]] = {}
+        self.feeds: dict[str, _Feed] = {}
 
     @contextlib.contextmanager
     def watch(self, job_id: str) -> Iterator[asyncio.Event]:
         """An event set whenever the job may have news; the caller clears it before reading."""
         wake = asyncio.Event()
         self.watchers[job_id].add(wake)
+        self.feeds.setdefault(job_id, _Feed())
         try:
             yield wake
         finally:
@@ -60,10 +64,31 @@ class EventHub:
             if not self.watchers[job_id]:
                 del self.watchers[job_id]
                 self.marks.pop(job_id, None)
+                self.feeds.pop(job_id, None)
 
     def wake(self, job_id: str) -> None:
+        if (feed := self.feeds.get(job_id)) is not None:
+            feed.stale = True
         for wake in self.watchers.get(job_id, ()):
             wake.set()
+
+    async def read(self, job_id: str, after: int) -> _Read | None:
+        """The job's events after `after` (at most EVENT_BATCH), its status and live
+        progress. However many streams watch a job, news costs one query: the first stream
+        woken refreshes the job's feed, the others read the feed's memory. A stream further
+        behind than the feed reaches (a replay) reads SQL itself."""
+        feed = self.feeds[job_id]
+        async with feed.lock:
+            if feed.stale:
+                feed.stale = False
+                if not await feed.refresh(job_id):
+                    feed.stale = True
+                    return None
+        if after < feed.base:
+            return await run_in_threadpool(_read, job_id, after)
+        start = bisect.bisect_right(feed.seqs, after)
+        last = feed.seqs[-1] if feed.seqs else feed.base
+        return _Read(feed.events[start : start + EVENT_BATCH], feed.status, feed.progress, last)
 
     async def run(self) -> None:
         tasks = [self._poll_forever()]
@@ -125,21 +150,63 @@ class _Read:
     events: list[tuple[int, str, dict[str, Any]]]
     status: str
     progress: dict[str, Any] | None  # the live progress event's data while running
+    last_seq: int  # the job's latest event when it was read
 
 
-def _read(job_id: str, after: int) -> _Read | None:
+class _Feed:
+    """What the hub holds in memory of one watched job: the events since it started
+    watching (the latest FEED_EVENTS of them), the job's status and live progress."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.stale = True
+        self.started = False
+        self.base = 0  # the cache holds events with seq > base
+        self.seqs: list[int] = []
+        self.events: list[tuple[int, str, dict[str, Any]]] = []
+        self.status = "queued"
+        self.progress: dict[str, Any] | None = None
+
+    async def refresh(self, job_id: str) -> bool:
+        """Read what is new since the last refresh (the first only notes where the job is);
+        False when the job is gone."""
+        while True:
+            after = self.seqs[-1] if self.seqs else self.base
+            read = await run_in_threadpool(_read, job_id, after, not self.started)
+            if read is None:
+                return False
+            if not self.started:
+                self.started, self.base = True, read.last_seq
+            self.events += read.events
+            self.seqs += [seq for seq, _, _ in read.events]
+            self.status, self.progress = read.status, read.progress
+            if len(read.events) < EVENT_BATCH:
+                break
+        if len(self.events) > FEED_EVENTS:
+            del self.events[:-FEED_EVENTS], self.seqs[:-FEED_EVENTS]
+            self.base = self.seqs[0] - 1
+        return True
+
+
+def _read(job_id: str, after: int, only_state: bool = False) -> _Read | None:
+    """The job's events after `after` (none when `only_state`), read after its row, so
+    a terminal status always comes with its final event."""
     with get_sessionmaker()() as session:
         job = session.get(Job, job_id)
         if job is None:
             return None
-        events = repository.job_events(session, job_id=job_id, after=after, limit=EVENT_BATCH)
+        events = (
+            []
+            if only_state
+            else repository.job_events(session, job_id=job_id, after=after, limit=EVENT_BATCH)
+        )
         live = None
         if job.status == "running" and job.progress and "batches" in job.progress:
             p = progress(job)
             live = {"epoch": p.epoch, "epochs": p.epochs, "batch": p.batch,
                     "batches": p.batches, "step": p.step, "steps": p.steps,
                     "fraction": p.fraction}  # fmt: skip
-        return _Read([(e.seq, e.type, e.data) for e in events], job.status, live)
+        return _Read([(e.seq, e.type, e.data) for e in events], job.status, live, job.event_seq)
 
 
 def parse_last_event_id(value: str | None) -> int | None:
@@ -162,7 +229,7 @@ async def stream(hub: EventHub, job_id: str, after: int) -> AsyncIterator[dict[s
     with hub.watch(job_id) as wake:
         while True:
             wake.clear()
-            read = await run_in_threadpool(_read, job_id, after)
+            read = await hub.read(job_id, after)
             if read is None:  # the job is gone
                 return
             if read.status in TERMINAL and not read.events:
