@@ -24,7 +24,10 @@ export class History {
     this.base = page.items;
     this.total = page.total;
     this.downsampled = page.downsampled;
-    this.tail = [];
+    // Live entries that came while the request ran and are newer than its answer stay.
+    const last = this.base.length ? this.base[this.base.length - 1].epoch : 0;
+    this.tail = this.tail.filter((e) => e.epoch > last);
+    this.total += this.tail.length;
     return this;
   }
 
