@@ -1,7 +1,12 @@
 // A job's status as a coloured chip, and its progress as a bar that updates in place.
 
 import { el } from "../dom.js";
-import { t } from "../i18n.js";
+import { register, t } from "../i18n.js";
+
+register({
+  en: { "progress.batch": "batch {batch}/{batches}" },
+  ja: { "progress.batch": "バッチ {batch}/{batches}" },
+});
 
 export function statusChip(status) {
   return el("span", { class: `status status-${status}`, "data-status": status }, t(`status.${status}`));
@@ -18,7 +23,8 @@ export function progressBar(progress, attrs = {}) {
     bar.value = fraction;
     bar.dataset.fraction = String(fraction);
     const counted = p.steps ? `${p.step ?? 0}/${p.steps} ${t("term.step")}` : `${p.epoch}/${p.epochs} ${t("term.epoch")}`;
-    text.textContent = `${Math.round(fraction * 100)}% · ${counted}`;
+    const batch = p.batches ? ` · ${t("progress.batch", { batch: p.batch ?? 0, batches: p.batches })}` : "";
+    text.textContent = `${Math.round(fraction * 100)}% · ${counted}${batch}`;
   };
   update(progress);
   return { node, update };
