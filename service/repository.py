@@ -538,15 +538,25 @@ def event_marks(session: Session, *, job_ids: Sequence[str]) -> dict[str, tuple[
 
 def job_history(
     session: Session, *, job_id: str, after_epoch: int, limit: int
-) -> tuple[list[dict[str, Any]], int]:
-    """History entries after `after_epoch` (at most `limit`), and how many the job has."""
+) -> tuple[list[dict[str, Any]], int, int]:
+    """History entries after `after_epoch` (at most `limit`), how many the job has, and the
+    job's latest event seq read before them (resuming its event stream from there repeats
+    at most an entry, never misses one). Read as plain columns: a long history is 10,000
+    rows."""
+    seq = session.scalar(select(Job.event_seq).where(Job.id == job_id)) or 0
     total = session.scalar(select(func.count()).where(EpochMetric.job_id == job_id)) or 0
+    columns = (
+        EpochMetric.epoch,
+        EpochMetric.train_loss,
+        EpochMetric.val_loss,
+        EpochMetric.seconds,
+        EpochMetric.metrics,
+    )
     query = (
-        select(EpochMetric)
+        select(*columns)
         .where(EpochMetric.job_id == job_id, EpochMetric.epoch > after_epoch)
         .order_by(EpochMetric.epoch)
         .limit(limit)
     )
-    rows = session.scalars(query).all()
-    entries = [history_entry(r.epoch, r.train_loss, r.val_loss, r.seconds, r.metrics) for r in rows]
-    return entries, total
+    entries = [history_entry(*row) for row in session.execute(query)]
+    return entries, total, seq

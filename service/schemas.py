@@ -145,6 +145,11 @@ class HistoryPage(BaseModel):
         description="True when `points` thinned the entries (LTTB per series, keeping each "
         "series' shape, minimum and maximum; the first and last entries always kept)."
     )
+    last_event_id: str = Field(
+        description="The job's latest event when this was read: open `GET /jobs/{id}/events` "
+        "with `Last-Event-ID` set to it to follow on from here (an entry may come again; "
+        "key them by epoch)."
+    )
     items: list[HistoryEntry]
 
 

@@ -191,7 +191,7 @@ def get_history(
     job = repository.get_job(session, job_id=job_id, owner_id=caller.user_id)
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")
-    entries, total = repository.job_history(
+    entries, total, seq = repository.job_history(
         session, job_id=job_id, after_epoch=after_epoch, limit=limit
     )
     shown = downsample(entries, points) if points is not None else entries
@@ -199,6 +199,7 @@ def get_history(
         job_id=job_id,
         total=total,
         downsampled=len(shown) < len(entries),
+        last_event_id=str(seq),
         items=[HistoryEntry(**e) for e in shown],
     )
 

@@ -76,6 +76,9 @@ def test_a_finished_jobs_stream_replays_it_in_order_and_ends(stack: Stack) -> No
     # Each checkpoint comes after its epoch's entry.
     order = [(e.event, e.json()["epoch"]) for e in kept if e.event in ("epoch", "checkpoint")]
     assert order.index(("checkpoint", 2)) == order.index(("epoch", 2)) + 1
+    # /history says where the stream stood, to follow on from there.
+    page = stack.http().get(f"/jobs/{job['id']}/history").json()
+    assert page["items"] == job["history"] and page["last_event_id"] == kept[-1].id
 
 
 def test_last_event_id_resumes_without_loss_or_repeat(stack: Stack) -> None:

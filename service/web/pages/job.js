@@ -182,7 +182,24 @@ export async function render(root, { id }, ctx) {
       }
     }
   };
-  api.events(id, { onEvent, signal }).catch((err) => signal.aborted || root.append(errorBox(err)));
+  // The stream follows on from the history just read (no replay of what the page has); the
+  // status is read again once it is open, in case it changed in between.
+  const onOpen = async () => {
+    try {
+      const now = await api.get(`${path}?history=none`, { signal });
+      if (!TERMINAL.has(job.status)) {
+        job = now;
+        progress.update(job.progress);
+        showStatus();
+      }
+    } catch (err) {
+      if (!signal.aborted) console.warn("job status not refreshed", err);
+    }
+  };
+  const lastEventId = history.lastEventId;
+  api
+    .events(id, { onEvent, onOpen, signal, lastEventId })
+    .catch((err) => signal.aborted || root.append(errorBox(err)));
 }
 
 // RL curves are drawn against environment steps; history windows are asked for by epoch.

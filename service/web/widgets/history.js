@@ -13,6 +13,7 @@ export class History {
     this.detail = null; // {from, to, items}: full resolution inside epochs from..to
     this.total = 0;
     this.downsampled = false;
+    this.lastEventId = null; // the job's latest event when the history was first read
   }
 
   url(params) {
@@ -24,6 +25,7 @@ export class History {
     this.base = page.items;
     this.total = page.total;
     this.downsampled = page.downsampled;
+    this.lastEventId ??= page.last_event_id;
     // Live entries that came while the request ran and are newer than its answer stay.
     const last = this.base.length ? this.base[this.base.length - 1].epoch : 0;
     this.tail = this.tail.filter((e) => e.epoch > last);
