@@ -49,6 +49,14 @@ def new_job(session: Session) -> str:
     return job.id
 
 
+def end_job(session: Session, job_id: str, status: str) -> None:
+    job = session.get(Job, job_id)
+    assert job is not None
+    job.status = status
+    session.flush()
+    repository.add_status_event(session, job_id=job_id)
+
+
 def test_concurrent_writers_get_gap_free_seqs_in_commit_order(
     maker: sessionmaker[Session],
 ) -> None:
@@ -117,11 +125,7 @@ def test_stream_order_resume_and_end(maker: sessionmaker[Session], hub: EventHub
         job_id = new_job(session)
         for epoch in (1, 2):
             repository.add_event(session, job_id=job_id, type_="epoch", data={"epoch": epoch})
-        job = session.get(Job, job_id)
-        assert job is not None
-        job.status = "succeeded"
-        session.flush()
-        repository.add_status_event(session, job_id=job_id)
+        end_job(session, job_id, "succeeded")
         session.commit()
     everything = collect(hub, job_id, 0)
     assert [e["id"] for e in everything] == ["1", "2", "3", "4"]
@@ -147,11 +151,7 @@ def test_a_live_stream_wakes_on_new_events(maker: sessionmaker[Session], hub: Ev
         assert [e["event"] for e in got] == ["status"]  # queued; then it waits
         with maker() as session:
             repository.add_event(session, job_id=job_id, type_="epoch", data={"epoch": 1})
-            job = session.get(Job, job_id)
-            assert job is not None
-            job.status = "cancelled"
-            session.flush()
-            repository.add_status_event(session, job_id=job_id)
+            end_job(session, job_id, "cancelled")
             session.commit()
         await asyncio.wait_for(reading, timeout=5)  # the poll woke it; it ended
         polling.cancel()
@@ -169,11 +169,7 @@ def test_another_jobs_events_are_not_in_the_stream(
         mine, theirs = new_job(session), new_job(session)
         repository.add_event(session, job_id=theirs, type_="epoch", data={"epoch": 1})
         for job_id in (mine, theirs):
-            job = session.get(Job, job_id)
-            assert job is not None
-            job.status = "failed"
-            session.flush()
-            repository.add_status_event(session, job_id=job_id)
+            end_job(session, job_id, "failed")
         session.commit()
     assert [e["event"] for e in collect(hub, mine, 0)] == ["status", "status"]
 
