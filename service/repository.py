@@ -192,7 +192,7 @@ def settle_abandoned_jobs(session: Session, *, now: datetime, max_attempts: int)
     """Running jobs whose worker died and that must not run again: a cancelled one ends
     `cancelled`; one that has lost its worker `max_attempts` times ends `failed`."""
     expired = (Job.status == "running") & (Job.lease_expires_at < now)
-    ended = {"finished_at": now, "updated_at": now, "lease_expires_at": None, "progress": None}
+    ended = {"finished_at": now, "updated_at": now, "lease_expires_at": None}
     settled = (Job.cancel_requested.is_(True)) | (Job.attempts >= max_attempts)
     ids = list(session.scalars(select(Job.id).where(expired, settled).with_for_update()))
     session.execute(
@@ -427,7 +427,6 @@ def finish_job(
             finished_at=now,
             updated_at=now,
             lease_expires_at=None,
-            progress=None,
         )
         .execution_options(synchronize_session=False)
     )

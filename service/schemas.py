@@ -112,7 +112,8 @@ class JobSummary(BaseModel):
         None,
         description="The job's headline number: accuracy (classification), RMSE (regression, "
         "forecasting) or the evaluation return (RL), from the final metrics' test part, else "
-        "validation, else train; while it runs, from the latest history entry.",
+        "validation, else train; without final metrics (running, cancelled, failed), from "
+        "the latest history entry.",
     )
     created_at: datetime
     started_at: datetime | None

@@ -76,6 +76,10 @@ def test_a_finished_jobs_stream_replays_it_in_order_and_ends(stack: Stack) -> No
     # Each checkpoint comes after its epoch's entry.
     order = [(e.event, e.json()["epoch"]) for e in kept if e.event in ("epoch", "checkpoint")]
     assert order.index(("checkpoint", 2)) == order.index(("epoch", 2)) + 1
+    # The list's headline number is the final test accuracy.
+    listed = {j["id"]: j for j in stack.http().get("/jobs", params={"limit": 500}).json()["items"]}
+    test_accuracy = job["metrics"]["test"]["accuracy"]
+    assert listed[job["id"]]["main_metric"] == {"name": "test_accuracy", "value": test_accuracy}
     # /history says where the stream stood, to follow on from there.
     page = stack.http().get(f"/jobs/{job['id']}/history").json()
     assert page["items"] == job["history"] and page["last_event_id"] == kept[-1].id
@@ -113,9 +117,17 @@ def test_a_running_job_streams_live_and_ends_when_cancelled(stack: Stack) -> Non
         where = event.json()
         assert 0 < where["batch"] <= where["batches"] and 0 <= where["fraction"] <= 1
         assert event.id.partition(".")[0].isdigit()
-    # The list shows the moving epoch too.
-    listed = stack.http().get("/jobs", params={"status": "running"}).json()["items"]
-    assert any(j["id"] == job_id for j in listed)
+    # The list shows where the epoch is and the latest validation RMSE.
+    deadline = time.monotonic() + 30
+    while True:
+        listed = stack.http().get("/jobs", params={"status": "running"}).json()["items"]
+        mine = next(j for j in listed if j["id"] == job_id)
+        if mine["progress"]["batch"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert 0 < mine["progress"]["batch"] <= mine["progress"]["batches"]
+    assert mine["progress"]["epoch"] < mine["progress"]["fraction"] * 40 < 40
+    assert mine["main_metric"]["name"] == "val_rmse" and mine["main_metric"]["value"] > 0
     assert stack.http().post(f"/jobs/{job_id}/cancel").status_code == 202
     reader.join(timeout=60)
     assert not reader.is_alive(), "the stream did not end after the job was cancelled"
@@ -123,6 +135,12 @@ def test_a_running_job_streams_live_and_ends_when_cancelled(stack: Stack) -> Non
     assert statuses[-1]["status"] == "cancelled"
     assert any(s["status"] == "running" and s["cancel_requested"] for s in statuses)
     assert events[-1].event == "status"
+    # Cancelled, with no final metrics: the list still shows the last epoch's RMSE.
+    cancelled = stack.http().get(f"/jobs/{job_id}?history=last:1").json()
+    assert cancelled["main_metric"] == {
+        "name": "val_rmse",
+        "value": cancelled["history"][-1]["val_rmse"],
+    }
 
 
 def test_streams_follow_the_rules_of_get_job(stack: Stack) -> None:
