@@ -285,6 +285,11 @@ def test_tabular_learns_the_course_path(kind: str) -> None:
     assert greedy_path(result) == COURSE_PATH
     assert result.metrics["evaluation"]["return_mean"] == 8.0
     assert [r.metrics["step"] for r in reporter.records] == [500, 1000, 1500, 2000, 2500, 3000]
+    # Between evaluations the loop says where it is: steps since the last one, of 500.
+    calls = reporter.progress_calls
+    assert len(calls) >= 3000 and all(total == 500 for _, _, total, _ in calls)
+    assert all(0 <= done <= 500 and step == 500 * done_evals + done
+               for done_evals, done, _, step in calls)  # fmt: skip
     # The table itself. Q-learning learns the optimal Q(start, down) = -1 + 0.9 (-1 + 0.9 * 10)
     # = 6.2; SARSA, on-policy, the (lower) value of its epsilon-greedy behaviour.
     q = float(result.network.q[0, DOWN])

@@ -59,6 +59,15 @@ def train(spec: JobSpec, source: DataSource, reporter: MemoryReporter) -> Any:
     return get_kind(spec.model.kind).train(spec, data, reporter, cancel_poll_seconds=0.0), data
 
 
+def test_the_loop_reports_progress_within_each_epoch(iris_csv: DataSource) -> None:
+    reporter = MemoryReporter()
+    _, data = train(iris_spec(), iris_csv, reporter)
+    batches = -(-len(data.train) // 16)
+    # (epochs finished, batches done, batches in the epoch, step): every batch of every epoch.
+    expected = [(e, b, batches, None) for e in range(6) for b in range(1, batches + 1)]
+    assert reporter.progress_calls == expected
+
+
 def test_splits_are_disjoint_and_seeded() -> None:
     train_rows, val_rows, test_rows = split_indices(100, validation=0.2, test=0.1, seed=3)
     assert (len(train_rows), len(val_rows), len(test_rows)) == (70, 20, 10)
