@@ -41,7 +41,9 @@ def chromium_path() -> str | None:
     return found or (None if not Path("/usr/bin/chromium").exists() else "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+# Package scope: the deployment and the browser (whose sync API keeps an event loop running
+# in this thread) end with the browser tests, not with the whole run.
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("browser")
     # Progress a few times a second and a quick poll, so pages move while the tests watch.
@@ -53,13 +55,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def key(stack: Stack) -> str:
     """The test user's API key (the stack's client sends it)."""
     return str(stack.http().headers["Authorization"]).removeprefix("Bearer ")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     executable = chromium_path()
     if executable is None:

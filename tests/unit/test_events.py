@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -25,6 +26,8 @@ from service.settings import Settings
 from service.tables import Job, JobEvent
 from tests.services import temporary_postgres_database
 from tests.test_migrations import alembic_config
+
+T = TypeVar("T")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -107,11 +110,18 @@ def test_a_rolled_back_event_leaves_no_gap(maker: sessionmaker[Session]) -> None
         session.commit()
 
 
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run in a thread of its own: another test's library (Playwright's sync API)
+    may keep an event loop running in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def collect(hub: EventHub, job_id: str, after: int) -> list[dict[str, Any]]:
     async def run() -> list[dict[str, Any]]:
         return [event async for event in stream(hub, job_id, after)]
 
-    return asyncio.run(asyncio.wait_for(run(), timeout=20))
+    return run_async(asyncio.wait_for(run(), timeout=20))
 
 
 @pytest.fixture
@@ -157,7 +167,7 @@ def test_a_live_stream_wakes_on_new_events(maker: sessionmaker[Session], hub: Ev
         polling.cancel()
         return got
 
-    got = asyncio.run(scenario())
+    got = run_async(scenario())
     assert [e["event"] for e in got] == ["status", "epoch", "status"]
     assert '"cancelled"' in got[-1]["data"]
 

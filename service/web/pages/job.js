@@ -156,7 +156,9 @@ export async function render(root, { id }, ctx) {
     }
   };
   ctx.onCleanup(() => frame && cancelAnimationFrame(frame));
+  let seen = 0; // events handled so far: a status refresh older than one of them is dropped
   const onEvent = async ({ type, data }) => {
+    seen += 1;
     if (type === "epoch") {
       if (history.add(data)) {
         pending.push(data);
@@ -185,9 +187,10 @@ export async function render(root, { id }, ctx) {
   // The stream follows on from the history just read (no replay of what the page has); the
   // status is read again once it is open, in case it changed in between.
   const onOpen = async () => {
+    const before = seen;
     try {
       const now = await api.get(`${path}?history=none`, { signal });
-      if (!TERMINAL.has(job.status)) {
+      if (seen === before && !TERMINAL.has(job.status)) {
         job = now;
         progress.update(job.progress);
         showStatus();
@@ -196,7 +199,7 @@ export async function render(root, { id }, ctx) {
       if (!signal.aborted) console.warn("job status not refreshed", err);
     }
   };
-  const lastEventId = history.lastEventId;
+  const lastEventId = history.lastEventId ?? null;
   api
     .events(id, { onEvent, onOpen, signal, lastEventId })
     .catch((err) => signal.aborted || root.append(errorBox(err)));
