@@ -31,6 +31,7 @@ from models.base import (
 from models.checkpoint import restore_optimizer_state
 from models.metrics import classification_metrics, regression_metrics
 from models.optimizers import build_optimizer
+from models.policy import CheckpointClock
 from models.schedules import LRScheduler
 from models.specs import JobSpec, TrainingSpec
 
@@ -201,7 +202,9 @@ def fit(
             "bad_epochs": bad_epochs,
         }
         reporter.checkpoint(epoch, tensors, optimizer, {**meta, "metrics": metrics})
+        checkpoints.saved()
 
+    checkpoints = CheckpointClock(training.checkpoint_every, training.checkpoint_seconds)
     watch = _Watch(reporter, cancel_poll_seconds, training.epochs)
     train, n = data.train, len(data.train)
     scale = objective.loss_scale()
@@ -263,7 +266,7 @@ def fit(
             else:
                 bad_epochs += 1
                 stop_early = bad_epochs >= training.early_stopping.patience
-        if epoch % training.checkpoint_every == 0 or epoch == training.epochs or stop_early:
+        if checkpoints.due(epoch) or epoch == training.epochs or stop_early:
             save(epoch, {"train_loss": train_loss, "val_loss": val_loss, **metrics})
         if stop_early:
             break

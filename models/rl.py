@@ -40,6 +40,7 @@ from models.checkpoint import restore_optimizer_state
 from models.envs import GRID_WORLD, EnvError, EnvInfo, describe_env, make_env
 from models.mlp import ACTIVATIONS
 from models.optimizers import build_optimizer
+from models.policy import CheckpointClock
 from models.schedules import LRScheduler
 from models.specs import DQNSpec, ExplorationSpec, GridWorldOptions, JobSpec, TabularSpec
 
@@ -457,6 +458,8 @@ class _Session:
         parallel = min(spec.training.eval_episodes, MAX_PARALLEL_EPISODES)
         self.eval_envs = make_envs(env_config(model), parallel)
         self.progress = _Progress()
+        training = spec.training
+        self.checkpoints = CheckpointClock(training.checkpoint_every, training.checkpoint_seconds)
         self.interval_started = time.monotonic()
         self.interval_steps = 0
 
@@ -519,8 +522,9 @@ class _Session:
         }
         self.reporter.epoch_end(EpochRecord(p.evaluations, loss, None, metrics, elapsed))
         p.recent_returns, p.losses = [], []
-        if p.evaluations % self.spec.training.checkpoint_every == 0 or p.step >= self.total:
+        if self.checkpoints.due(p.evaluations) or p.step >= self.total:
             save(p.evaluations, metrics)
+            self.checkpoints.saved()
         self.interval_started = time.monotonic()
         self.interval_steps = 0
 

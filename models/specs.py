@@ -209,8 +209,33 @@ class TrainingSpec(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="`auto` uses CUDA when the worker has it."
     )
-    checkpoint_every: int = Field(
-        1, ge=1, le=MAX_EPOCHS, description="Checkpoint period in epochs."
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="Also write a checkpoint every this many epochs (RL: evaluations). By "
+        "default only `checkpoint_seconds` decides, and the last epoch always gets one.",
+    )
+    checkpoint_seconds: float | None = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="Write a checkpoint at the end of the first epoch (RL: evaluation) that "
+        "ends at least this many seconds after the previous one (null: by epochs only). A "
+        "job resumed after its worker died loses at most about this much training.",
+    )
+    keep_checkpoints: int | None = Field(
+        2,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="Keep the latest this many checkpoints and delete older ones' files and "
+        "rows as training goes (null: keep all). With `keep_best_checkpoint` the best one is "
+        "kept as well. The final model is a file of its own and never deleted by this.",
+    )
+    keep_best_checkpoint: bool = Field(
+        True,
+        description="Also keep the checkpoint with the lowest validation loss (RL: the highest "
+        "evaluation return).",
     )
     early_stopping: EarlyStoppingSpec | None = Field(
         None, description="Stop when validation loss stops improving (needs validation_split > 0)."

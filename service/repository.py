@@ -394,13 +394,38 @@ def forget_after(session: Session, *, job_id: str, epoch: int) -> None:
 
 
 def add_checkpoint(
-    session: Session, *, job_id: str, epoch: int, path: str, sha256: str, metrics: dict[str, Any]
+    session: Session,
+    *,
+    job_id: str,
+    epoch: int,
+    path: str,
+    sha256: str,
+    metrics: dict[str, Any],
+    removed: Sequence[int] = (),
 ) -> None:
+    """A checkpoint's row and its event, which also names the checkpoints that retention
+    removed in the same transaction."""
     checkpoint = Checkpoint(job_id=job_id, epoch=epoch, path=path, sha256=sha256, metrics=metrics)
     checkpoint.created_at = utcnow()
     session.add(checkpoint)
-    data = {"epoch": epoch, "sha256": sha256, "created_at": checkpoint.created_at.isoformat()}
+    data = {"epoch": epoch, "sha256": sha256, "created_at": checkpoint.created_at.isoformat(),
+            "removed": list(removed)}  # fmt: skip
     add_event(session, job_id=job_id, type_="checkpoint", data=data)
+
+
+def checkpoint_records(session: Session, *, job_id: str) -> list[tuple[int, dict[str, Any], str]]:
+    """(epoch, metrics, path) of each of the job's checkpoints, oldest first."""
+    query = select(Checkpoint.epoch, Checkpoint.metrics, Checkpoint.path).where(
+        Checkpoint.job_id == job_id
+    )
+    return [(r.epoch, r.metrics or {}, r.path) for r in session.execute(query.order_by("epoch"))]
+
+
+def delete_checkpoints(session: Session, *, job_id: str, epochs: Sequence[int]) -> None:
+    if epochs:
+        session.execute(
+            delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.epoch.in_(epochs))
+        )
 
 
 def finish_job(

@@ -21,6 +21,7 @@ from models.checkpoint import (
     sidecar_path,
 )
 from models.metrics import json_safe
+from models.policy import Retention
 from service import repository
 from service.db import session_scope
 from service.storage import ArtifactStore
@@ -46,6 +47,7 @@ class JobReporter:
         worker: str,
         lease_lost: threading.Event | None = None,
         progress_seconds: float = 0.5,
+        retention: Retention | None = None,
     ) -> None:
         self.job_id = job_id
         self.store = store
@@ -56,6 +58,7 @@ class JobReporter:
         # file another attempt recorded for the same epoch.
         self._attempt = uuid.uuid4().hex[:8]
         self._progress_seconds = progress_seconds
+        self._retention = retention or Retention(latest=None, best=False)
         self._progress_at = time.monotonic()
         self._latest: dict[str, Any] | None = None  # the last history entry recorded
 
@@ -128,21 +131,36 @@ class JobReporter:
         safe_meta = json_safe(meta)
         sha = save_checkpoint(path, model_state=tensors, optimizer=optimizer, meta=safe_meta)
         # Recorded only after the file is in place: a row always points at a whole file.
+        # Retention deletes older checkpoints' rows in the same transaction, and their files
+        # once it has committed (a crash in between leaves files, never rows without one).
+        relative = self.store.relative(path)
+        metrics = safe_meta.get("metrics", {})
         try:
             with session_scope() as session:
                 self._check_owner(session)
+                records = repository.checkpoint_records(session, job_id=self.job_id)
+                doomed = self._retention.doomed(
+                    [(e, m) for e, m, _ in records] + [(epoch, metrics)]
+                )
+                doomed_paths = [p for e, _, p in records if e in doomed]
+                repository.delete_checkpoints(session, job_id=self.job_id, epochs=doomed)
                 repository.add_checkpoint(
                     session,
                     job_id=self.job_id,
                     epoch=epoch,
-                    path=self.store.relative(path),
+                    path=relative,
                     sha256=sha,
-                    metrics=safe_meta.get("metrics", {}),
+                    metrics=metrics,
+                    removed=doomed,
                 )
         except LeaseLost:
             path.unlink(missing_ok=True)
             sidecar_path(path).unlink(missing_ok=True)
             raise
+        for doomed_path in doomed_paths:
+            full = self.store.path(doomed_path)
+            full.unlink(missing_ok=True)
+            sidecar_path(full).unlink(missing_ok=True)
 
     def resume(self) -> Checkpoint | None:
         """The latest checkpoint of an earlier attempt that passes its sha256 check (a file

@@ -16,6 +16,7 @@ from celery.signals import worker_init
 from models.base import Cancelled, Deadline, TrainingError, resolve_device
 from models.data import DataError
 from models.metrics import json_safe
+from models.policy import Retention
 from models.prepare import DataSource, prepare_data
 from models.registry import get_kind
 from models.specs import JobSpec
@@ -122,8 +123,9 @@ def _train_and_record(
         spec, source, test_source, started_at = _load(job_id, store)
         limit = spec.training.time_limit_seconds or settings.max_job_seconds
         deadline = Deadline.after_start(started_at, limit)
+        retention = Retention(spec.training.keep_checkpoints, spec.training.keep_best_checkpoint)
         reporter = JobReporter(
-            job_id, store, deadline, worker, lease_lost, settings.progress_seconds
+            job_id, store, deadline, worker, lease_lost, settings.progress_seconds, retention
         )
         device = resolve_device(spec.training.device)
         with session_scope() as session:

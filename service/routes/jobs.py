@@ -173,7 +173,7 @@ def get_history(
     caller: CallerDep,
     session: SessionDep,
     after_epoch: Annotated[
-        int, Query(ge=0, le=2**31, description="Only entries of later epochs.")
+        int, Query(ge=0, le=2**31 - 1, description="Only entries of later epochs.")
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=100_000, description="At most this many.")] = 10_000,
     points: Annotated[

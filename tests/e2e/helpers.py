@@ -60,14 +60,20 @@ def job_spec(dataset_id: str, **overrides: Any) -> dict[str, Any]:
 
 def start_long_job(stack: Stack, *, seed: int, epochs: int = 12) -> str:
     """A regression MLP of a fraction of a second an epoch here (6000 rows, batch 8) with a
-    checkpoint every epoch: long enough to break something mid-job."""
+    checkpoint every epoch, all kept: long enough to break something mid-job."""
     big = diabetes_frame().sample(n=6000, replace=True, random_state=seed)
     spec = job_spec(
         upload_frame(stack.http(), big),
         task="regression",
         target="target",
         model={"kind": "mlp", "hidden_layers": [64, 64]},
-        training={"epochs": epochs, "batch_size": 8, "checkpoint_every": 1, "seed": seed},
+        training={
+            "epochs": epochs,
+            "batch_size": 8,
+            "checkpoint_every": 1,
+            "keep_checkpoints": None,
+            "seed": seed,
+        },
     )
     response = stack.http().post("/jobs", json=spec)
     assert response.status_code == 202, response.text

@@ -51,8 +51,9 @@ def logged(events: list[ServerSentEvent]) -> list[ServerSentEvent]:
 
 def finished_job(stack: Stack, epochs: int = 6) -> dict[str, Any]:
     dataset_id = upload_frame(stack.http(), iris_frame())
-    spec = job_spec(dataset_id, training={"epochs": epochs, "batch_size": 16, "seed": 0,
-                                          "checkpoint_every": 2})  # fmt: skip
+    training = {"epochs": epochs, "batch_size": 16, "seed": 0, "checkpoint_every": 2,
+                "keep_best_checkpoint": False}  # fmt: skip
+    spec = job_spec(dataset_id, training=training)
     job = stack.http().post("/jobs", json=spec).json()
     return stack.wait_for_job(job["id"])
 
@@ -71,8 +72,12 @@ def test_a_finished_jobs_stream_replays_it_in_order_and_ends(stack: Stack) -> No
     epochs = [d for e, d in zip(kept, data, strict=True) if e.event == "epoch"]
     assert epochs == job["history"]  # exactly the history GET /jobs/{id} shows
     checkpoints = [d for e, d in zip(kept, data, strict=True) if e.event == "checkpoint"]
-    assert [c["epoch"] for c in checkpoints] == [c["epoch"] for c in job["checkpoints"]]
-    assert [c["sha256"] for c in checkpoints] == [c["sha256"] for c in job["checkpoints"]]
+    assert [c["epoch"] for c in checkpoints] == [2, 4, 6]  # checkpoint_every 2
+    # Retention (the latest 2) removed the first, and the event of the third said so.
+    assert [c["removed"] for c in checkpoints] == [[], [], [2]]
+    still = checkpoints[1:]
+    assert [c["epoch"] for c in still] == [c["epoch"] for c in job["checkpoints"]] == [4, 6]
+    assert [c["sha256"] for c in still] == [c["sha256"] for c in job["checkpoints"]]
     # Each checkpoint comes after its epoch's entry.
     order = [(e.event, e.json()["epoch"]) for e in kept if e.event in ("epoch", "checkpoint")]
     assert order.index(("checkpoint", 2)) == order.index(("epoch", 2)) + 1

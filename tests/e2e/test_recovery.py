@@ -73,3 +73,43 @@ def test_a_stalled_worker_that_wakes_after_a_takeover_writes_nothing(stack: Stac
     assert [m["id"] for m in models if m["job_id"] == job_id] == [job["model_id"]]
     log = stack.log("worker")  # the heartbeat or a write noticed it first
     assert "lease lost to another worker" in log or "another worker owns it now" in log
+
+
+def test_a_killed_job_resumes_from_its_time_based_checkpoint(stack: Stack) -> None:
+    """Checkpoints by time only (every second or so here, not every epoch): SIGKILL after
+    one, and the job resumes from it, keeping the epochs before it as they were and training
+    the ones after it once more, so no epoch is in the history twice."""
+    big = diabetes_frame().sample(n=6000, replace=True, random_state=21)
+    spec = job_spec(
+        upload_frame(stack.http(), big),
+        task="regression",
+        target="target",
+        model={"kind": "mlp", "hidden_layers": [64, 64]},
+        training={
+            "epochs": 40,
+            "batch_size": 8,
+            "seed": 21,
+            "checkpoint_every": None,
+            "checkpoint_seconds": 1.0,
+            "keep_checkpoints": None,
+        },
+    )
+    job_id = stack.http().post("/jobs", json=spec).json()["id"]
+    job = wait_until(
+        stack,
+        job_id,
+        lambda j: bool(j["checkpoints"]) and j["progress"]["epoch"] > j["checkpoints"][-1]["epoch"],
+    )
+    stack.kill_worker()
+    resumed_from = job["checkpoints"][-1]["epoch"]
+    before = {e["epoch"]: e for e in job["history"] if e["epoch"] <= resumed_from}
+    stack.start_worker()
+
+    job = stack.wait_for_job(job_id, timeout=240)
+    assert job["status"] == "succeeded", (job["error"], stack.log("worker"))
+    assert job["attempts"] == 2
+    assert [e["epoch"] for e in job["history"]] == list(range(1, 41))
+    assert {e["epoch"]: e for e in job["history"] if e["epoch"] <= resumed_from} == before
+    epochs = [c["epoch"] for c in job["checkpoints"]]
+    assert resumed_from in epochs and epochs[-1] == 40
+    assert len(epochs) < 40  # by time, not every epoch

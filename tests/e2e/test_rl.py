@@ -35,7 +35,12 @@ def test_grid_world_dqn_and_q_learning(stack: Stack) -> None:
                 "target_update_interval": 100,
                 "exploration": {"fraction": 0.5},
             },
-            "training": {"total_steps": 2500, "eval_interval": 500, "eval_episodes": 2},
+            "training": {
+                "total_steps": 2500,
+                "eval_interval": 500,
+                "eval_episodes": 2,
+                "checkpoint_every": 1,
+            },
         },
     )
     assert dqn["task"] == "reinforcement" and dqn["dataset_id"] is None
@@ -46,7 +51,8 @@ def test_grid_world_dqn_and_q_learning(stack: Stack) -> None:
     for name in ("eval_return_std", "train_return_mean", "epsilon", "steps_per_second"):
         assert name in entry
     assert dqn["metrics"]["evaluation"]["return_mean"] == 8.0
-    assert [c["epoch"] for c in dqn["checkpoints"]] == [1, 2, 3, 4, 5]
+    # One per evaluation; retention keeps the latest two (the best, 8.0, is the latest).
+    assert [c["epoch"] for c in dqn["checkpoints"]] == [4, 5]
 
     played = rollout(stack, dqn["model_id"], episodes=2, seed=1)
     assert played["returns"] == [8.0, 8.0] and played["lengths"] == [3, 3]

@@ -175,3 +175,31 @@ def test_cancel_a_queued_job_and_list_jobs(stack: Stack) -> None:
     everything = stack.http().get("/jobs").json()["items"]
     created = [j["created_at"] for j in everything]
     assert created == sorted(created, reverse=True)
+
+
+def test_retention_keeps_the_latest_checkpoints_and_the_best_and_deletes_the_rest(
+    stack: Stack,
+) -> None:
+    spec = job_spec(
+        upload_frame(stack.http(), iris_frame()),
+        training={
+            "epochs": 8,
+            "batch_size": 16,
+            "seed": 0,
+            "checkpoint_every": 1,
+            "keep_checkpoints": 2,
+            "keep_best_checkpoint": True,
+        },
+    )
+    job = run(stack, spec)
+    val_loss = {e["epoch"]: e["val_loss"] for e in job["history"]}
+    best = min(sorted(val_loss, reverse=True), key=lambda epoch: val_loss[epoch])
+    kept = sorted({7, 8, best})
+    assert [c["epoch"] for c in job["checkpoints"]] == kept
+    folder = stack.data_dir / "artifacts" / "jobs" / job["id"]
+    on_disk = sorted(int(p.name.split("-")[1]) for p in folder.glob("epoch-*.safetensors"))
+    assert on_disk == kept  # the others' files are gone, their sidecars too
+    assert len(list(folder.glob("epoch-*"))) == 2 * len(kept)
+    # The model is a file of its own: it predicts after its checkpoints were thinned.
+    body = {"model_id": job["model_id"], "inputs": [[5.1, 3.5, 1.4, 0.2]]}
+    assert stack.http().post("/predict", json=body).status_code == 200

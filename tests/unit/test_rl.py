@@ -338,7 +338,7 @@ def test_the_shortest_path_around_penalty_cells(kind: str) -> None:
 
 def test_dqn_same_seed_same_run_and_it_resumes(tmp_path: Path) -> None:
     model = {"kind": "dqn", "env": "CartPole-v1", "hidden_layers": [16], "learning_starts": 100}
-    spec = rl_job(model, total_steps=1200, eval_interval=300)
+    spec = rl_job(model, total_steps=1200, eval_interval=300, checkpoint_every=1)
     first, second = MemoryReporter(), MemoryReporter()
     train_dqn(spec, None, first)
     train_dqn(spec, None, second)
@@ -395,7 +395,9 @@ def test_replay_buffer_draws_a_round_of_batches_at_once() -> None:
 
 
 def test_tabular_resumes_with_the_table_it_saved(tmp_path: Path) -> None:
-    spec = rl_job({"kind": "q_learning", "alpha": 0.5}, total_steps=400, eval_interval=100)
+    spec = rl_job(
+        {"kind": "q_learning", "alpha": 0.5}, total_steps=400, eval_interval=100, checkpoint_every=1
+    )
     interrupted = MemoryReporter(tmp_path, cancel_after=2)
     with pytest.raises(Cancelled):
         train_tabular(spec, None, interrupted, cancel_poll_seconds=0.0)

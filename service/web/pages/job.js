@@ -171,7 +171,9 @@ export async function render(root, { id }, ctx) {
       pending = [];
       await redraw();
     } else if (type === "checkpoint") {
-      job.checkpoints = [...(job.checkpoints || []).filter((c) => c.epoch !== data.epoch), data];
+      // Retention may have removed older ones in the same step.
+      const gone = new Set([data.epoch, ...(data.removed || [])]);
+      job.checkpoints = [...(job.checkpoints || []).filter((c) => !gone.has(c.epoch)), data];
       finals.querySelector("[data-testid=job-checkpoints]")?.replaceWith(checkpointsTable(job.checkpoints));
     } else if (type === "status") {
       job.status = data.status;
