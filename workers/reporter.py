@@ -4,6 +4,7 @@ artifact store, the answer to "was this job cancelled?", and the job's deadline.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -27,6 +28,9 @@ from service.db import session_scope
 from service.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
+
+BATCH_SECONDS = 0.25  # history entries are written at most this long after their epoch
+ENTRY_FIELDS = frozenset({"epoch", "train_loss", "val_loss", "seconds"})
 
 
 class LeaseLost(Cancelled):
@@ -61,6 +65,8 @@ class JobReporter:
         self._retention = retention or Retention(latest=None, best=False)
         self._progress_at = time.monotonic()
         self._latest: dict[str, Any] | None = None  # the last history entry recorded
+        self._pending: list[dict[str, Any]] = []  # history entries not yet written
+        self._written_at = -math.inf
 
     def _check_owner(self, session: Session) -> None:
         if self._lease_lost.is_set() or not repository.owns_job(
@@ -70,30 +76,47 @@ class JobReporter:
             raise LeaseLost()
 
     def epoch_end(self, record: EpochRecord) -> None:
+        """Record the epoch's history entry (and its event). Epochs that end less than
+        BATCH_SECONDS after the last write are held and written together, at most
+        BATCH_SECONDS later: thousands of millisecond epochs cost a few transactions a
+        second, not one each, and a watcher still sees every entry within a second."""
         safe = json_safe(
             {"train_loss": record.train_loss, "val_loss": record.val_loss, **record.metrics}
         )
+        train_loss, val_loss = safe.pop("train_loss"), safe.pop("val_loss")
+        entry = repository.history_entry(record.epoch, train_loss, val_loss, record.seconds, safe)
+        self._pending.append(entry)
+        now = time.monotonic()
+        if now - self._written_at >= BATCH_SECONDS:
+            self.flush()
+        self._progress_at = now  # an epoch shorter than the progress period shows none
+
+    def flush(self) -> None:
+        """Write the held history entries, if any (before a checkpoint and at the end)."""
+        if not self._pending:
+            return
         with session_scope() as session:
             self._check_owner(session)
-            train_loss, val_loss = safe.pop("train_loss"), safe.pop("val_loss")
-            repository.record_epoch(
-                session,
-                job_id=self.job_id,
-                epoch=record.epoch,
-                train_loss=train_loss,
-                val_loss=val_loss,
-                metrics=safe,
-                seconds=record.seconds,
-            )
-        self._latest = repository.history_entry(
-            record.epoch, train_loss, val_loss, record.seconds, safe
-        )
-        self._progress_at = time.monotonic()  # an epoch shorter than the period shows none
+            for entry in self._pending:
+                repository.record_epoch(
+                    session,
+                    job_id=self.job_id,
+                    epoch=entry["epoch"],
+                    train_loss=entry["train_loss"],
+                    val_loss=entry["val_loss"],
+                    metrics={k: v for k, v in entry.items() if k not in ENTRY_FIELDS},
+                    seconds=entry["seconds"],
+                )
+        self._latest = self._pending[-1]
+        self._pending = []
+        self._written_at = time.monotonic()
 
     def progress(self, done: int, total: int, step: int | None = None) -> None:
         """Where the running epoch is, recorded at most every `progress_seconds`; a failed
         write is logged, never fatal."""
         now = time.monotonic()
+        if self._pending and now - self._written_at >= BATCH_SECONDS:
+            self.flush()  # held entries wait at most that long, however long this epoch is
         if now - self._progress_at < self._progress_seconds or self._lease_lost.is_set():
             return
         self._progress_at = now
@@ -126,6 +149,7 @@ class JobReporter:
     ) -> None:
         if self._lease_lost.is_set():
             raise LeaseLost()
+        self.flush()  # the epoch's history entry comes before its checkpoint
         name = f"epoch-{epoch:05d}-{self._attempt}.safetensors"
         path = self.store.job_dir(self.job_id) / name
         safe_meta = json_safe(meta)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -132,9 +133,16 @@ def _train_and_record(
             repository.set_device(session, job_id=job_id, device=str(device))
         # Reinforcement learning has no dataset: its kinds make their own environments.
         data = prepare_data(spec, source, test_source).to(device) if source else None
-        result = get_kind(spec.model.kind).train(
-            spec, data, reporter, cancel_poll_seconds=settings.cancel_poll_seconds
-        )
+        try:
+            result = get_kind(spec.model.kind).train(
+                spec, data, reporter, cancel_poll_seconds=settings.cancel_poll_seconds
+            )
+        except Exception:
+            # The epochs it did finish are history, whatever ends it.
+            with contextlib.suppress(Exception):
+                reporter.flush()
+            raise
+        reporter.flush()
         record_mistakes(store, job_id, result, data)
         interface = result.interface or (data.interface() if data is not None else None)
         assert interface is not None, "a kind without data must return its interface"
