@@ -27,10 +27,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.e2e.helpers import cancer_frame, upload_frame
-from tests.stack import Stack, postgres_redis_stack, stack_env
+from tests.stack import DEPLOYMENTS, SHIPPED_TIMINGS, Stack, started_deployment
 
-# The shipped defaults, not the tests' quicker ones.
-DEFAULTS = {"KEIKO_PROGRESS_SECONDS": "0.5", "KEIKO_EVENT_POLL_SECONDS": "0.5"}
 COMPACT = "?history=last:20&checkpoints=none"
 
 
@@ -93,19 +91,13 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
           f"Python {platform.python_version()}")  # fmt: skip
-    chosen = ["embedded", "postgres_redis"] if args.deployment == "both" else [args.deployment]
+    chosen = DEPLOYMENTS if args.deployment == "both" else [args.deployment]
     for deployment in chosen:
-        with tempfile.TemporaryDirectory() as folder:
-            data_dir = Path(folder)
-            if deployment == "postgres_redis":
-                with postgres_redis_stack("postgres_redis", data_dir, **DEFAULTS) as stack:
-                    run(stack, args.epochs)
-            else:
-                stack = Stack("embedded", data_dir, stack_env(data_dir, **DEFAULTS)).start()
-                try:
-                    run(stack, args.epochs)
-                finally:
-                    stack.stop()
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            started_deployment(deployment, Path(folder), **SHIPPED_TIMINGS) as stack,
+        ):
+            run(stack, args.epochs)
 
 
 if __name__ == "__main__":

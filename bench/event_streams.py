@@ -30,10 +30,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.e2e.helpers import diabetes_frame, job_spec, upload_frame, wait_until
-from tests.stack import Stack, postgres_redis_stack, stack_env
+from tests.stack import DEPLOYMENTS, SHIPPED_TIMINGS, Stack, started_deployment
 
-# The shipped defaults, not the tests' quicker ones.
-DEFAULTS = {"KEIKO_PROGRESS_SECONDS": "0.5", "KEIKO_EVENT_POLL_SECONDS": "0.5"}
 ENDPOINTS = ("/health", "/jobs/{id}?history=none", "/jobs/{id}")
 
 
@@ -136,20 +134,13 @@ def main() -> None:
                         choices=["postgres_redis", "embedded", "both"])  # fmt: skip
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
-    chosen = ["postgres_redis", "embedded"] if args.deployment == "both" else [args.deployment]
+    chosen = DEPLOYMENTS if args.deployment == "both" else [args.deployment]
     for deployment in chosen:
-        with tempfile.TemporaryDirectory() as folder:
-            data_dir = Path(folder)
-            if deployment == "postgres_redis":
-                with postgres_redis_stack("postgres_redis", data_dir, **DEFAULTS) as stack:
-                    run(stack, args.streams, args.requests)
-            else:
-                env = stack_env(data_dir, **DEFAULTS)
-                stack = Stack("embedded", data_dir, env).start()
-                try:
-                    run(stack, args.streams, args.requests)
-                finally:
-                    stack.stop()
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            started_deployment(deployment, Path(folder), **SHIPPED_TIMINGS) as stack,
+        ):
+            run(stack, args.streams, args.requests)
 
 
 if __name__ == "__main__":

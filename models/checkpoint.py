@@ -199,6 +199,18 @@ def _write_text(text: str, path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def write_atomic(path: Path, body: bytes) -> None:
+    """`body` at `path`, whole or not at all: written beside it, fsynced, renamed into place,
+    and the rename made durable."""
+    with _temp_beside(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    _fsync_path(path.parent)
+
+
 def sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
 

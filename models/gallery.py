@@ -8,7 +8,6 @@ import base64
 import hashlib
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from PIL import Image
 
 from models.base import PreparedData, Split
+from models.checkpoint import write_atomic
 from models.data import CSV_BLOCK_BYTES, DataError, image_geometry, image_layout
 from models.images import to_nchw
 from models.loop import Objective, forward_all
@@ -150,8 +150,8 @@ def find_mistakes(
 def write_mistakes(folder: Path, found: dict[str, Any]) -> None:
     """mistakes.json and its sha256 (mistakes.json.sha256), each written whole or not at all."""
     body = json.dumps(found, allow_nan=False).encode()
-    _write_atomic(folder / MISTAKES_FILE, body)
-    _write_atomic(folder / f"{MISTAKES_FILE}.sha256", hashlib.sha256(body).hexdigest().encode())
+    write_atomic(folder / MISTAKES_FILE, body)
+    write_atomic(folder / f"{MISTAKES_FILE}.sha256", hashlib.sha256(body).hexdigest().encode())
 
 
 def read_mistakes(folder: Path) -> dict[str, Any] | None:
@@ -165,12 +165,6 @@ def read_mistakes(folder: Path) -> dict[str, Any] | None:
         return None
     found = json.loads(body)
     return found if isinstance(found, dict) else None
-
-
-def _write_atomic(path: Path, body: bytes) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(body)
-    os.replace(partial, path)
 
 
 # Dataset samples ----------------------------------------------------------------------------

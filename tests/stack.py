@@ -201,3 +201,23 @@ def postgres_redis_stack(
             yield stack.start(worker=worker)
         finally:
             stack.stop()
+
+
+DEPLOYMENTS = ("embedded", "postgres_redis")
+# The shipped timings, for benchmarks (stack_env makes tests' stacks report more often).
+SHIPPED_TIMINGS = {"KEIKO_PROGRESS_SECONDS": "0.5", "KEIKO_EVENT_POLL_SECONDS": "0.5"}
+
+
+@contextmanager
+def started_deployment(kind: str, data_dir: Path, **overrides: str) -> Iterator[Stack]:
+    """A running deployment of `kind` (one of DEPLOYMENTS), stopped after; `overrides` are
+    KEIKO_* settings."""
+    if kind == "postgres_redis":
+        with postgres_redis_stack(kind, data_dir, **overrides) as stack:
+            yield stack
+        return
+    stack = Stack(kind, data_dir, stack_env(data_dir, **overrides))
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()

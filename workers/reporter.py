@@ -162,7 +162,12 @@ class JobReporter:
         try:
             with session_scope() as session:
                 self._check_owner(session)
-                records = repository.checkpoint_records(session, job_id=self.job_id)
+                # Keeping all: nothing to read back.
+                records = (
+                    repository.checkpoint_records(session, job_id=self.job_id)
+                    if self._retention.latest is not None
+                    else []
+                )
                 doomed = self._retention.doomed(
                     [(e, m) for e, m, _ in records] + [(epoch, metrics)]
                 )
