@@ -30,7 +30,16 @@ class InputError(ValueError):
 
 
 class Cancelled(Exception):
-    """Raised inside training when the reporter says the job was cancelled."""
+    """Raised inside training when the reporter says the job was cancelled. The trainer
+    writes a checkpoint of where it stopped (mid-epoch included) before letting it through,
+    when `keeps_state`."""
+
+    keeps_state = True
+
+
+class Released(Cancelled):
+    """The worker is shutting down (SIGTERM, Ctrl-C): the job stops at the next batch,
+    checkpoints where it stopped, and goes back to the queue to resume from there."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +160,10 @@ class Reporter(Protocol):
         often: the reporter decides how often it records anything."""
         ...
 
-    def cancelled(self) -> bool: ...
+    def cancelled(self) -> bool:
+        """Whether the user cancelled the job; raises `Released` when the worker is shutting
+        down (and the worker's own reasons to stop, e.g. its lease lost)."""
+        ...
 
     def checkpoint(
         self,

@@ -458,5 +458,6 @@ def train(
         data,
         reporter,
         batch_transform=augment,
+        generators=[generator],
         cancel_poll_seconds=cancel_poll_seconds,
     )

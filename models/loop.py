@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,13 +158,19 @@ def fit(
     *,
     penalty: Callable[[], torch.Tensor] | None = None,
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    generators: Sequence[torch.Generator] = (),
     cancel_poll_seconds: float = 1.0,
 ) -> TrainResult:
     """Mini-batch training with per-epoch reshuffling, validation, checkpoints, early stopping.
 
     `penalty` is added to each batch's loss (L1/L2 terms); `batch_transform` maps each
     training batch's inputs before the forward pass (augmentation; never applied to
-    validation or test data).
+    validation or test data), drawing from `generators`, which checkpoints carry.
+
+    Cancelled or released mid-epoch, it checkpoints where it stopped (the batch, the epoch's
+    shuffle, the random states, the loss so far) before letting the exception through; a
+    job resumed from there trains the rest of that epoch and ends exactly as if it had
+    never stopped (on the CPU, same seed).
     """
     device = data.train.x.device
     generator = torch.Generator(device="cpu").manual_seed(training.seed)
@@ -175,31 +181,39 @@ def fit(
 
     scheduler = LRScheduler(optimizer, training.lr_schedule, training.epochs)  # before resume
     clip = training.clip_grad_norm
+    skip = 0  # batches of `start_epoch` already trained (resumed from a mid-epoch checkpoint)
+    carried = (0.0, 0)  # their summed loss (each batch's mean x its size) and examples
     resumed = reporter.resume()
     if resumed is not None:
-        state = resumed.model_state
+        state, meta = resumed.model_state, resumed.meta
         network.load_state_dict(
             {k[len("net.") :]: v.to(device) for k, v in state.items() if k.startswith("net.")}
         )
         best = {k[len("best.") :]: v.to(device) for k, v in state.items() if k.startswith("best.")}
         best_state = best or None
-        generator.set_state(state["rng"])
-        if resumed.optimizer_tensors or resumed.meta.get("optimizer"):
-            restore_optimizer_state(optimizer, resumed.optimizer_tensors, resumed.meta)
-        start_epoch = int(resumed.meta["epoch"]) + 1
-        saved_best = resumed.meta.get("best_val_loss")
+        _restore_random_state(state, generator, generators, device)
+        if resumed.optimizer_tensors or meta.get("optimizer"):
+            restore_optimizer_state(optimizer, resumed.optimizer_tensors, meta)
+        start_epoch = int(meta["epoch"]) + 1
+        if meta.get("batch") is not None:  # stopped inside `epoch`: go on from that batch
+            start_epoch, skip = int(meta["epoch"]), int(meta["batch"])
+            carried = (float(meta["loss_sum"]), int(meta["seen"]))
+        saved_best = meta.get("best_val_loss")
         best_val = math.inf if saved_best is None else float(saved_best)
-        bad_epochs = int(resumed.meta.get("bad_epochs", 0))
+        bad_epochs = int(meta.get("bad_epochs", 0))
 
-    def save(epoch: int, metrics: dict[str, Any]) -> None:
+    def save(epoch: int, metrics: dict[str, Any], rng: torch.Tensor, **place: float | int) -> None:
+        """`rng`: the shuffling generator's state before the next permutation to draw;
+        `place`: where inside `epoch` it stopped (none: the epoch is whole)."""
         tensors = {f"net.{k}": v for k, v in network.state_dict().items()}
         if best_state is not None:
             tensors.update({f"best.{k}": v for k, v in best_state.items()})
-        tensors["rng"] = generator.get_state()
+        tensors.update(_random_state(rng, generators, device))
         meta = {
             "epoch": epoch,
             "best_val_loss": best_val if math.isfinite(best_val) else None,
             "bad_epochs": bad_epochs,
+            **place,
         }
         reporter.checkpoint(epoch, tensors, optimizer, {**meta, "metrics": metrics})
         checkpoints.saved()
@@ -211,66 +225,90 @@ def fit(
     epoch = start_epoch - 1
     stop_early = False
     skip_single = _has_batch_norm(network) and n > 1
-    for epoch in range(start_epoch, training.epochs + 1):
-        started = time.perf_counter()
-        network.train()
-        perm = torch.randperm(n, generator=generator).to(device)
-        # Detached batch losses, summed once at the end of the epoch: no kernel and no
-        # host synchronisation per batch beyond the step itself.
-        losses: list[torch.Tensor] = []
-        sizes: list[int] = []
-        batches = -(-n // training.batch_size)
-        for i in range(0, n, training.batch_size):
-            scheduler.update(epoch, i // training.batch_size, batches)
-            idx = perm[i : i + training.batch_size]
-            if skip_single and len(idx) < 2:
-                continue  # BatchNorm cannot normalise a batch of one
-            xb, yb = train.x[idx], train.y[idx]
-            if batch_transform is not None:  # training-time augmentation, on the device
-                xb = batch_transform(xb)
-            with torch.autocast(device.type, torch.bfloat16, enabled=training.mixed_precision):
-                out = network(xb)
-                loss = objective.loss(out, yb)
-            objective_value = loss + penalty() if penalty is not None else loss
-            optimizer.zero_grad(set_to_none=True)
-            objective_value.backward()
-            if clip is not None:
-                nn.utils.clip_grad_norm_(network.parameters(), clip)
-            optimizer.step()
-            losses.append(loss.detach())
-            sizes.append(len(idx))
-            watch.check(epoch, batch=i // training.batch_size + 1, batches=batches)
+    batches = -(-n // training.batch_size)
+    # Where a stop would leave it: batches done in `epoch` (None: between epochs), the
+    # shuffling state before `epoch`'s permutation, and the last whole epoch's checkpoint.
+    done: int | None = None
+    epoch_rng = generator.get_state()
+    last_epoch = last_saved = start_epoch - 1
+    last_metrics: dict[str, Any] = {}
+    losses: list[torch.Tensor] = []
+    sizes: list[int] = []
+    try:
+        for epoch in range(start_epoch, training.epochs + 1):
+            started = time.perf_counter()
+            network.train()
+            epoch_rng = generator.get_state()
+            perm = torch.randperm(n, generator=generator).to(device)
+            # Detached batch losses, summed once at the end of the epoch: no kernel and no
+            # host synchronisation per batch beyond the step itself.
+            losses, sizes = [], []
+            done, skip = skip, 0
+            for i in range(done * training.batch_size, n, training.batch_size):
+                scheduler.update(epoch, i // training.batch_size, batches)
+                idx = perm[i : i + training.batch_size]
+                done = i // training.batch_size + 1
+                if skip_single and len(idx) < 2:
+                    continue  # BatchNorm cannot normalise a batch of one
+                xb, yb = train.x[idx], train.y[idx]
+                if batch_transform is not None:  # training-time augmentation, on the device
+                    xb = batch_transform(xb)
+                with torch.autocast(device.type, torch.bfloat16, enabled=training.mixed_precision):
+                    out = network(xb)
+                    loss = objective.loss(out, yb)
+                objective_value = loss + penalty() if penalty is not None else loss
+                optimizer.zero_grad(set_to_none=True)
+                objective_value.backward()
+                if clip is not None:
+                    nn.utils.clip_grad_norm_(network.parameters(), clip)
+                optimizer.step()
+                losses.append(loss.detach())
+                sizes.append(len(idx))
+                watch.check(epoch, batch=done, batches=batches)
 
-        weights = torch.tensor(sizes, dtype=torch.float64, device=device)
-        seen = max(sum(sizes), 1)
-        train_loss = float(torch.stack(losses).double() @ weights) / seen * scale
-        if not math.isfinite(train_loss):
-            raise DivergedError(
-                f"training diverged at epoch {epoch}: the training loss is {train_loss} "
-                "(try a smaller learning rate or standardised inputs)"
+            loss_sum, seen = _summed(losses, sizes, carried)
+            carried = (0.0, 0)
+            train_loss = loss_sum / max(seen, 1) * scale
+            if not math.isfinite(train_loss):
+                raise DivergedError(
+                    f"training diverged at epoch {epoch}: the training loss is {train_loss} "
+                    "(try a smaller learning rate or standardised inputs)"
+                )
+            val = evaluate(network, objective, data.val)
+            metrics = history_metrics("val", val)
+            if training.lr_schedule is not None:
+                metrics["lr"] = scheduler.lr
+            val_loss = val.get("loss")
+            reporter.epoch_end(
+                EpochRecord(epoch, train_loss, val_loss, metrics, time.perf_counter() - started)
             )
-        val = evaluate(network, objective, data.val)
-        metrics = history_metrics("val", val)
-        if training.lr_schedule is not None:
-            metrics["lr"] = scheduler.lr
-        val_loss = val.get("loss")
-        reporter.epoch_end(
-            EpochRecord(epoch, train_loss, val_loss, metrics, time.perf_counter() - started)
-        )
 
-        if training.early_stopping is not None and val_loss is not None:
-            if val_loss < best_val - training.early_stopping.min_delta:
-                best_val, bad_epochs = val_loss, 0
-                if training.early_stopping.restore_best:
-                    best_state = copy.deepcopy(network.state_dict())
-            else:
-                bad_epochs += 1
-                stop_early = bad_epochs >= training.early_stopping.patience
-        if checkpoints.due(epoch) or epoch == training.epochs or stop_early:
-            save(epoch, {"train_loss": train_loss, "val_loss": val_loss, **metrics})
-        if stop_early:
-            break
-        watch.check(epoch, finished=True)
+            if training.early_stopping is not None and val_loss is not None:
+                if val_loss < best_val - training.early_stopping.min_delta:
+                    best_val, bad_epochs = val_loss, 0
+                    if training.early_stopping.restore_best:
+                        best_state = copy.deepcopy(network.state_dict())
+                else:
+                    bad_epochs += 1
+                    stop_early = bad_epochs >= training.early_stopping.patience
+            done = None
+            last_epoch = epoch
+            last_metrics = {"train_loss": train_loss, "val_loss": val_loss, **metrics}
+            if checkpoints.due(epoch) or epoch == training.epochs or stop_early:
+                save(epoch, last_metrics, generator.get_state())
+                last_saved = epoch
+            if stop_early:
+                break
+            watch.check(epoch, finished=True)
+    except Cancelled as stop:
+        if stop.keeps_state:
+            if done is not None:  # inside `epoch`: its shuffle again, from batch `done` on
+                loss_sum, seen = _summed(losses, sizes, carried)
+                place = {"batch": done, "batches": batches, "loss_sum": loss_sum, "seen": seen}
+                save(epoch, {"batch": done, "batches": batches}, epoch_rng, **place)
+            elif last_saved != last_epoch:
+                save(last_epoch, last_metrics, generator.get_state())
+        raise
 
     if best_state is not None:
         network.load_state_dict(best_state)
@@ -285,6 +323,7 @@ def train_network(
     reporter: Reporter,
     *,
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    generators: Sequence[torch.Generator] = (),
     cancel_poll_seconds: float = 1.0,
 ) -> TrainResult:
     """Seed, build the network from `config` on the data's device, and `fit` it with the
@@ -302,8 +341,50 @@ def train_network(
         reporter,
         config,
         batch_transform=batch_transform,
+        generators=generators,
         cancel_poll_seconds=cancel_poll_seconds,
     )
+
+
+def _summed(
+    losses: list[torch.Tensor], sizes: list[int], carried: tuple[float, int]
+) -> tuple[float, int]:
+    """The epoch's loss so far (batch means weighted by batch size, summed) and examples."""
+    loss_sum, seen = carried
+    if losses:
+        weights = torch.tensor(sizes, dtype=torch.float64, device=losses[0].device)
+        loss_sum += float(torch.stack(losses).double() @ weights)
+    return loss_sum, seen + sum(sizes)
+
+
+def _random_state(
+    shuffle: torch.Tensor, generators: Sequence[torch.Generator], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """What a resume needs to draw the same numbers: the shuffling generator's state, the
+    global generators (dropout) and the kind's own (augmentation)."""
+    tensors = {"rng": shuffle, "torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        tensors["cuda_rng"] = torch.cuda.get_rng_state(device)
+    tensors.update({f"aux_rng.{i}": g.get_state() for i, g in enumerate(generators)})
+    return tensors
+
+
+def _restore_random_state(
+    state: dict[str, torch.Tensor],
+    shuffle: torch.Generator,
+    generators: Sequence[torch.Generator],
+    device: torch.device,
+) -> None:
+    """The inverse of `_random_state`; a checkpoint from before these were kept has only
+    `rng`, and the rest stay as seeded."""
+    shuffle.set_state(state["rng"])
+    if "torch_rng" in state:
+        torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    for i, generator in enumerate(generators):
+        if f"aux_rng.{i}" in state:
+            generator.set_state(state[f"aux_rng.{i}"])
 
 
 def _has_batch_norm(network: nn.Module) -> bool:

@@ -462,10 +462,14 @@ class _Session:
         self.checkpoints = CheckpointClock(training.checkpoint_every, training.checkpoint_seconds)
         self.interval_started = time.monotonic()
         self.interval_steps = 0
+        self.saved_step: int | None = None  # the step of the latest checkpoint
 
-    def poll_cancel(self) -> None:
+    def poll_cancel(self, save: Callable[[int, dict[str, Any]], None]) -> None:
         """After each step: stop once the deadline passes (a clock read, no I/O); ask the
-        reporter about cancellation at most every `cancel_poll_seconds`."""
+        reporter about cancellation at most every `cancel_poll_seconds`. Cancelled or
+        released, it first checkpoints the step it stopped at (numbered as the evaluation
+        under way): a resume goes on from that step, with fresh episodes and an empty
+        replay buffer, as after any checkpoint."""
         step = self.progress.step
         self.reporter.progress(self.interval_steps, self.interval, step)
         now = time.monotonic()
@@ -473,8 +477,13 @@ class _Session:
             raise self.deadline.exceeded(f"at step {step} of {self.total}")
         if now - self.last_poll >= self.cancel_poll_seconds:
             self.last_poll = now
-            if self.reporter.cancelled():
-                raise Cancelled()
+            try:
+                if self.reporter.cancelled():
+                    raise Cancelled()
+            except Cancelled as stop:
+                if stop.keeps_state and self.saved_step != step:
+                    save(self.progress.evaluations + 1, {"step": step})
+                raise
 
     def epsilon(self) -> float:
         return epsilon_at(self.model.exploration, self.progress.step, self.total)
@@ -525,6 +534,7 @@ class _Session:
         if self.checkpoints.due(p.evaluations) or p.step >= self.total:
             save(p.evaluations, metrics)
             self.checkpoints.saved()
+            self.saved_step = p.step
         self.interval_started = time.monotonic()
         self.interval_steps = 0
 
@@ -713,7 +723,7 @@ def train_dqn(
             if eval_cadence.advance(n) or p.step >= training.total_steps:
                 extra = {"lr": scheduler.lr} if training.lr_schedule is not None else {}
                 session.evaluation_round(online, device, save, extra)
-            session.poll_cancel()
+            session.poll_cancel(save)
         final = online
         if model.keep_best and p.best_state is not None:
             final = QNetwork(config).to(device)
@@ -820,7 +830,7 @@ def train_tabular(
                 p.losses = [torch.tensor(float(np.mean(errors)))] if errors else []
                 errors = []
                 session.evaluation_round(sync(), torch.device("cpu"), save, {})
-            session.poll_cancel()
+            session.poll_cancel(save)
         final = QTable(config)
         final.load_state_dict({"q": sync().q.clone()})  # the learned table, not a snapshot
         metrics = session.final_metrics(final, torch.device("cpu"))

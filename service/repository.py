@@ -413,11 +413,16 @@ def add_checkpoint(
     add_event(session, job_id=job_id, type_="checkpoint", data=data)
 
 
-def checkpoint_records(session: Session, *, job_id: str) -> list[tuple[int, dict[str, Any], str]]:
-    """(epoch, metrics, path) of each of the job's checkpoints, oldest first."""
+def checkpoint_records(
+    session: Session, *, job_id: str, epoch: int | None = None
+) -> list[tuple[int, dict[str, Any], str]]:
+    """(epoch, metrics, path) of each of the job's checkpoints (or only `epoch`'s), oldest
+    first."""
     query = select(Checkpoint.epoch, Checkpoint.metrics, Checkpoint.path).where(
         Checkpoint.job_id == job_id
     )
+    if epoch is not None:
+        query = query.where(Checkpoint.epoch == epoch)
     return [(r.epoch, r.metrics or {}, r.path) for r in session.execute(query.order_by("epoch"))]
 
 
@@ -452,6 +457,37 @@ def finish_job(
             finished_at=now,
             updated_at=now,
             lease_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    add_status_event(session, job_id=job_id)
+    return True
+
+
+def release_job(session: Session, *, job_id: str, worker: str) -> bool:
+    """This worker is shutting down: the job it runs goes back to the queue, to resume from
+    the checkpoint it wrote as it stopped. The attempt does not count against
+    `max_attempts` (nothing went wrong). False when the worker no longer owns the job, or
+    its user cancelled it meanwhile (then it ends `cancelled` instead)."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.worker == worker,
+            Job.status == "running",
+            Job.cancel_requested.is_(False),
+        )
+        .values(
+            status="queued",
+            worker=None,
+            lease_expires_at=None,
+            attempts=Job.attempts - 1,
+            progress=None,
+            dispatched_at=now,  # its message goes back to the broker with this
+            updated_at=now,
         )
         .execution_options(synchronize_session=False)
     )

@@ -74,6 +74,15 @@ class Stack:
         worker.kill()
         worker.wait()
 
+    def stop_worker(self, timeout: float = 30) -> float:
+        """SIGTERM, as a deploy or Ctrl-C would: a warm shutdown. Returns the seconds it
+        took the worker to exit."""
+        worker = self.processes["worker"]
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=timeout)
+        return time.monotonic() - started
+
     def _start_api(self) -> None:
         """uvicorn on `base_url`'s port; returns once /health answers."""
         port = self.base_url.rpartition(":")[2]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from sqlalchemy.orm import Session
 
-from models.base import Cancelled, Deadline, EpochRecord
+from models.base import Cancelled, Deadline, EpochRecord, Released
 from models.checkpoint import (
     Checkpoint,
     CorruptCheckpointError,
@@ -37,6 +37,8 @@ class LeaseLost(Cancelled):
     """This worker's lease on the job is gone: another worker took it over. The training
     stops like a cancelled one, and this attempt records nothing more."""
 
+    keeps_state = False
+
 
 class JobReporter:
     """Every write first checks that this worker still owns the job (in the same
@@ -52,12 +54,14 @@ class JobReporter:
         lease_lost: threading.Event | None = None,
         progress_seconds: float = 0.5,
         retention: Retention | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.job_id = job_id
         self.store = store
         self._deadline = deadline
         self.worker = worker
         self._lease_lost = lease_lost or threading.Event()
+        self._stopping = stopping or threading.Event()  # set: the worker is shutting down
         # Checkpoint files are this attempt's own: a stalled worker cannot overwrite the
         # file another attempt recorded for the same epoch.
         self._attempt = uuid.uuid4().hex[:8]
@@ -134,6 +138,8 @@ class JobReporter:
     def cancelled(self) -> bool:
         if self._lease_lost.is_set():
             raise LeaseLost()
+        if self._stopping.is_set():
+            raise Released()
         with session_scope() as session:
             return repository.cancel_requested(session, job_id=self.job_id)
 
@@ -162,17 +168,20 @@ class JobReporter:
         try:
             with session_scope() as session:
                 self._check_owner(session)
-                # Keeping all: nothing to read back.
-                records = (
-                    repository.checkpoint_records(session, job_id=self.job_id)
-                    if self._retention.latest is not None
-                    else []
+                # Keeping all: only a checkpoint this one replaces (written where the job
+                # stopped inside the same epoch) is read back.
+                records = repository.checkpoint_records(
+                    session,
+                    job_id=self.job_id,
+                    epoch=epoch if self._retention.latest is None else None,
                 )
-                doomed = self._retention.doomed(
-                    [(e, m) for e, m, _ in records] + [(epoch, metrics)]
+                replaced = [p for e, _, p in records if e == epoch]
+                others = [(e, m, p) for e, m, p in records if e != epoch]
+                doomed = self._retention.doomed([(e, m) for e, m, _ in others] + [(epoch, metrics)])
+                doomed_paths = [p for e, _, p in others if e in doomed] + replaced
+                repository.delete_checkpoints(
+                    session, job_id=self.job_id, epochs=doomed + [epoch] * bool(replaced)
                 )
-                doomed_paths = [p for e, _, p in records if e in doomed]
-                repository.delete_checkpoints(session, job_id=self.job_id, epochs=doomed)
                 repository.add_checkpoint(
                     session,
                     job_id=self.job_id,

@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 import torch._dynamo  # optimizers import it lazily (1.5 s): pay that at start-up, not per job
-from celery.signals import worker_init
+from celery.exceptions import Reject
+from celery.signals import worker_init, worker_shutting_down
 
-from models.base import Cancelled, Deadline, TrainingError, resolve_device
+from models.base import Cancelled, Deadline, Released, TrainingError, resolve_device
 from models.data import DataError
 from models.metrics import json_safe
 from models.policy import Retention
@@ -42,6 +43,17 @@ def apply_torch_threads(settings: Settings) -> None:
 @worker_init.connect
 def _configure_torch(**_: Any) -> None:
     apply_torch_threads(get_settings())
+
+
+# Set when this worker begins a warm shutdown (SIGTERM, Ctrl-C): the job it runs stops at
+# its next cancel check, checkpoints where it stopped, and goes back to the queue for the
+# next worker, instead of holding the shutdown until it ends.
+_stopping = threading.Event()
+
+
+@worker_shutting_down.connect
+def _release_running_job(**_: Any) -> None:
+    _stopping.set()
 
 
 class _Heartbeat(threading.Thread):
@@ -73,6 +85,8 @@ class _Heartbeat(threading.Thread):
 
 @app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True)
 def run_job(job_id: str) -> None:
+    if _stopping.is_set():  # delivered while shutting down: leave it to the next worker
+        raise Reject(f"job {job_id}: this worker is shutting down", requeue=True)
     settings = get_settings()
     worker = f"{socket.gethostname()}:{os.getpid()}"
     lease = timedelta(seconds=settings.job_lease_seconds)
@@ -86,9 +100,11 @@ def run_job(job_id: str) -> None:
     heartbeat = _Heartbeat(job_id, worker, lease)
     heartbeat.start()
     try:
-        _train_and_record(job_id, worker, settings, heartbeat.lost)
+        released = _train_and_record(job_id, worker, settings, heartbeat.lost)
     finally:
         heartbeat.stopped.set()
+    if released:  # its message goes back to the queue (acks_late: it was never acknowledged)
+        raise Reject(f"job {job_id}: released by a worker shutting down", requeue=True)
 
 
 def _load(
@@ -117,7 +133,9 @@ def _load(
 
 def _train_and_record(
     job_id: str, worker: str, settings: Settings, lease_lost: threading.Event
-) -> None:
+) -> bool:
+    """Train the job and record how it ended; True when it was released (this worker is
+    shutting down) and must go back to the queue."""
     store = ArtifactStore(settings.artifacts)
     model_id: str | None = None
     try:
@@ -126,7 +144,14 @@ def _train_and_record(
         deadline = Deadline.after_start(started_at, limit)
         retention = Retention(spec.training.keep_checkpoints, spec.training.keep_best_checkpoint)
         reporter = JobReporter(
-            job_id, store, deadline, worker, lease_lost, settings.progress_seconds, retention
+            job_id,
+            store,
+            deadline,
+            worker,
+            lease_lost,
+            settings.progress_seconds,
+            retention,
+            stopping=_stopping,
         )
         device = resolve_device(spec.training.device)
         with session_scope() as session:
@@ -169,6 +194,12 @@ def _train_and_record(
             if kept is None:  # its row was rolled back: the file is this attempt's alone
                 store.delete(store.relative(store.model_dir(model_id)))
         log.warning("job %s: another worker owns it now; this attempt leaves nothing", job_id)
+    except Released:
+        with session_scope() as session:
+            if repository.release_job(session, job_id=job_id, worker=worker):
+                log.info("job %s: released (worker shutting down); back in the queue", job_id)
+                return True
+        _finish(job_id, worker, "cancelled", None, None)  # its user cancelled it meanwhile
     except Cancelled:
         _finish(job_id, worker, "cancelled", None, None)
     except (TrainingError, DataError) as exc:
@@ -186,6 +217,7 @@ def _train_and_record(
     except Exception as exc:
         log.exception("job %s crashed", job_id)
         _finish(job_id, worker, "failed", type(exc).__name__, str(exc) or repr(exc))
+    return False
 
 
 def _finish(

@@ -113,3 +113,45 @@ def test_a_killed_job_resumes_from_its_time_based_checkpoint(stack: Stack) -> No
     epochs = [c["epoch"] for c in job["checkpoints"]]
     assert resumed_from in epochs and epochs[-1] == 40
     assert len(epochs) < 40  # by time, not every epoch
+
+
+def test_a_worker_shutting_down_hands_its_job_on_from_where_it_stopped(stack: Stack) -> None:
+    """SIGTERM (a deploy, Ctrl-C) mid-epoch: the worker stops the job at its next check,
+    checkpoints the batch it reached, puts the job back in the queue without spending an
+    attempt, and exits at once. The next worker goes on from that batch (the epoch's own
+    checkpoint then replaces the mid-epoch one, files included), and the job ends exactly
+    as the same spec run without a stop."""
+    big = diabetes_frame().sample(n=6000, replace=True, random_state=31)
+    spec = job_spec(
+        upload_frame(stack.http(), big),
+        task="regression",
+        target="target",
+        model={"kind": "mlp", "hidden_layers": [64, 64], "dropout": 0.1},
+        training={"epochs": 4, "batch_size": 8, "seed": 31, "checkpoint_every": 1},
+    )
+    job_id = stack.http().post("/jobs", json=spec).json()["id"]
+    wait_until(stack, job_id, lambda j: (j["progress"] or {}).get("epoch", 0) >= 2)
+    assert stack.stop_worker() < 10, stack.log("worker")
+
+    job = stack.http().get(f"/jobs/{job_id}").json()
+    assert job["status"] == "queued" and job["attempts"] == 0, stack.log("worker")
+    checkpoint = job["checkpoints"][-1]
+    assert checkpoint["epoch"] == len(job["history"]) + 1 >= 2
+    assert (
+        0 < checkpoint["metrics"]["batch"] < checkpoint["metrics"]["batches"] == 600
+    )  # 80 % to train
+    assert "released (worker shutting down)" in stack.log("worker")
+
+    stack.start_worker()
+    job = stack.wait_for_job(job_id, timeout=240)
+    assert job["status"] == "succeeded", (job["error"], stack.log("worker"))
+    assert job["attempts"] == 1
+    assert [e["epoch"] for e in job["history"]] == [1, 2, 3, 4]
+    assert not any("batch" in c["metrics"] for c in job["checkpoints"])
+    folder = stack.data_dir / "artifacts" / "jobs" / job_id
+    assert len(list(folder.glob("epoch-*"))) == 2 * len(job["checkpoints"])  # + sidecars
+
+    again = stack.wait_for_job(stack.http().post("/jobs", json=spec).json()["id"])
+    assert again["status"] == "succeeded", again["error"]
+    assert job["metrics"] == again["metrics"]
+    assert [e["val_loss"] for e in job["history"]] == [e["val_loss"] for e in again["history"]]

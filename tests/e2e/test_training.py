@@ -152,6 +152,12 @@ def test_cancel_a_running_job(stack: Stack) -> None:
     assert job["status"] == "cancelled"
     assert time.monotonic() - started < 10
     assert job["model_id"] is None
+    # None was due (one a minute by default); the one written where it stopped, mid-epoch
+    # or after a whole one.
+    [checkpoint] = job["checkpoints"]
+    stopped = checkpoint["metrics"]
+    assert stopped.get("batch", 0) < stopped.get("batches", 1)
+    assert checkpoint["epoch"] == len(job["history"]) + ("batch" in stopped)
     again = stack.http().post(f"/jobs/{job_id}/cancel")
     assert again.status_code == 409
 

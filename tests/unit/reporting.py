@@ -7,22 +7,26 @@ from typing import Any
 
 import torch
 
-from models.base import Deadline, EpochRecord
+from models.base import Cancelled, Deadline, EpochRecord
 from models.checkpoint import Checkpoint, save_checkpoint
 
 
 class MemoryReporter:
     """Keeps the history; writes checkpoints to `folder` when given; reports the job as
-    cancelled once `cancel_after` records exist; resumes from `resume_from`; gives the
-    training loops `deadline`."""
+    cancelled once `cancel_after` records exist, or stops it with `stop` (say `Released()`)
+    once `stop_after_progress` progress calls were made (batches or steps done); resumes
+    from `resume_from`; gives the training loops `deadline`."""
 
     def __init__(
         self,
         folder: Path | None = None,
         cancel_after: int | None = None,
         deadline: Deadline | None = None,
+        stop_after_progress: int | None = None,
+        stop: Cancelled | None = None,
     ) -> None:
         self.folder = folder
+        self.stop_after_progress, self.stop = stop_after_progress, stop
         self.job_deadline = deadline
         self.records: list[EpochRecord] = []
         self.checkpoints: list[tuple[int, Path]] = []
@@ -38,6 +42,12 @@ class MemoryReporter:
         self.progress_calls.append((len(self.records), done, total, step))
 
     def cancelled(self) -> bool:
+        if self.stop_after_progress is not None and (
+            len(self.progress_calls) >= self.stop_after_progress
+        ):
+            if self.stop is not None:
+                raise self.stop
+            return True
         return self.cancel_after is not None and len(self.records) >= self.cancel_after
 
     def deadline(self) -> Deadline | None:

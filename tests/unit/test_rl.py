@@ -14,7 +14,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from models.base import Cancelled, InputError
+from models.base import Cancelled, InputError, Released
 from models.checkpoint import load_checkpoint
 from models.envs import EnvError, GridWorld, check_env
 from models.rl import (
@@ -409,3 +409,38 @@ def test_tabular_resumes_with_the_table_it_saved(tmp_path: Path) -> None:
     result = train_tabular(spec, None, resumed)
     assert [r.metrics["step"] for r in resumed.records] == [300, 400]
     assert result.metrics["train"]["steps"] == 400
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"kind": "q_learning", "alpha": 0.5},
+        {"kind": "dqn", "env": "CartPole-v1", "hidden_layers": [16], "learning_starts": 100},
+    ],
+    ids=["q_learning", "dqn"],
+)
+def test_a_released_rl_job_checkpoints_the_step_it_stopped_at(
+    tmp_path: Path, model: dict[str, object]
+) -> None:
+    """No checkpoint is due before the end; released mid-interval, the job checkpoints its
+    step (numbered as the evaluation under way) and a resume goes on from that step, with
+    no evaluation repeated or skipped."""
+    spec = rl_job(model, total_steps=1200, eval_interval=300, checkpoint_every=None)
+    spec.training = spec.training.model_copy(update={"checkpoint_seconds": None})
+    train = train_dqn if model["kind"] == "dqn" else train_tabular
+    calls = 410 // getattr(spec.model, "num_envs", 1)  # one a step, or a step of every env
+    interrupted = MemoryReporter(tmp_path, stop_after_progress=calls, stop=Released())
+    with pytest.raises(Released):
+        train(spec, None, interrupted, cancel_poll_seconds=0.0)
+    [(epoch, path)] = interrupted.checkpoints
+    stopped_at = interrupted.metas[-1]["step"]
+    assert [r.epoch for r in interrupted.records] == [1]
+    assert epoch == 2 and 300 < stopped_at < 600
+    assert interrupted.metas[-1]["metrics"] == {"step": stopped_at}
+
+    resumed = MemoryReporter(tmp_path)
+    resumed.resume_from = load_checkpoint(path, expected_sha256=None)
+    result = train(spec, None, resumed)
+    assert [r.epoch for r in resumed.records] == [2, 3, 4]
+    assert [r.metrics["step"] for r in resumed.records] == [600, 900, 1200]
+    assert result.metrics["train"]["steps"] == 1200

@@ -15,7 +15,7 @@ import pytest
 import torch
 from sklearn.datasets import load_diabetes, load_iris
 
-from models.base import Cancelled, DivergedError
+from models.base import Cancelled, DivergedError, Released
 from models.bundle import load_bundle, save_bundle
 from models.checkpoint import load_checkpoint
 from models.prepare import DataSource, InputError, prepare_data, split_indices
@@ -108,16 +108,64 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_result(
     cut = MemoryReporter(tmp_path / "cut", cancel_after=3)
     with pytest.raises(Cancelled):
         train(iris_spec(), iris_csv, cut)
-    epoch, path = cut.checkpoints[-1]
-    assert epoch == 2
+    # Epoch 3 was not due (every 2), but a cancelled job checkpoints where it stopped.
+    assert [epoch for epoch, _ in cut.checkpoints] == [2, 3]
+    _, path = cut.checkpoints[-1]
     resumed_reporter = MemoryReporter(tmp_path / "resumed")
     resumed_reporter.resume_from = load_checkpoint(path)
     resumed, _ = train(iris_spec(), iris_csv, resumed_reporter)
-    assert [r.epoch for r in resumed_reporter.records] == [3, 4, 5, 6]
-    for (name, a), (_, b) in zip(
-        full.network.state_dict().items(), resumed.network.state_dict().items(), strict=False
-    ):
-        assert torch.equal(a, b), name
+    assert [r.epoch for r in resumed_reporter.records] == [4, 5, 6]
+    assert_same_weights(full.network, resumed.network)
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    left, right = a.state_dict(), b.state_dict()
+    assert left.keys() == right.keys()
+    for name in left:
+        assert torch.equal(left[name], right[name]), name
+
+
+@pytest.mark.parametrize("stop", [Cancelled(), Released()], ids=["cancelled", "released"])
+def test_a_job_stopped_mid_epoch_resumes_there_and_ends_as_if_never_stopped(
+    iris_csv: DataSource, tmp_path: Path, stop: Cancelled
+) -> None:
+    """Dropout (the global generator), batch norm, a cosine schedule per batch and early
+    stopping's state all cross the stop: the checkpoint holds the batch it stopped after,
+    the epoch's shuffle, every random state and the epoch's loss so far."""
+    spec = iris_spec(
+        epochs=5,
+        checkpoint_every=None,
+        checkpoint_seconds=None,
+        lr_schedule={"name": "cosine"},
+        early_stopping={"patience": 50},
+    )
+    spec.model = spec.model.model_copy(update={"dropout": 0.3, "batch_norm": True})
+    (tmp_path / "full").mkdir(), (tmp_path / "cut").mkdir(), (tmp_path / "resumed").mkdir()
+    full_reporter = MemoryReporter(tmp_path / "full")
+    full, data = train(spec, iris_csv, full_reporter)
+    batches = -(-len(data.train) // 16)
+    cut = MemoryReporter(tmp_path / "cut", stop_after_progress=2 * batches + 3, stop=stop)
+    with pytest.raises(type(stop)):
+        train(spec, iris_csv, cut)
+    assert [r.epoch for r in cut.records] == [1, 2]
+    [(epoch, path)] = cut.checkpoints  # no checkpoint was due: only the one at the stop
+    assert epoch == 3
+    assert cut.metas[-1]["batch"] == 3 and cut.metas[-1]["batches"] == batches
+    assert cut.metas[-1]["metrics"] == {"batch": 3, "batches": batches}
+
+    resumed_reporter = MemoryReporter(tmp_path / "resumed")
+    resumed_reporter.resume_from = load_checkpoint(path)
+    resumed, _ = train(spec, iris_csv, resumed_reporter)
+    assert [r.epoch for r in resumed_reporter.records] == [3, 4, 5]
+    # The rest of epoch 3, then 4 and 5: each batch once.
+    assert [c[1] for c in resumed_reporter.progress_calls[: batches - 3]] == list(
+        range(4, batches + 1)
+    )
+    assert_same_weights(full.network, resumed.network)
+    assert resumed.metrics == full.metrics
+    for got, want in zip(resumed_reporter.records, full_reporter.records[2:], strict=True):
+        assert got.val_loss == want.val_loss and got.metrics == want.metrics
+        assert got.train_loss == pytest.approx(want.train_loss, rel=1e-12)
 
 
 def test_divergence_fails_with_the_epoch(diabetes_csv: DataSource, tmp_path: Path) -> None:
