@@ -195,14 +195,16 @@ def fit(
         if resumed.optimizer_tensors or meta.get("optimizer"):
             restore_optimizer_state(optimizer, resumed.optimizer_tensors, meta)
         start_epoch = int(meta["epoch"]) + 1
-        if meta.get("batch") is not None:  # stopped inside `epoch`: go on from that batch
+        if meta.get("partial"):  # written inside `epoch`: go on from the next batch
             start_epoch, skip = int(meta["epoch"]), int(meta["batch"])
             carried = (float(meta["loss_sum"]), int(meta["seen"]))
         saved_best = meta.get("best_val_loss")
         best_val = math.inf if saved_best is None else float(saved_best)
         bad_epochs = int(meta.get("bad_epochs", 0))
 
-    def save(epoch: int, metrics: dict[str, Any], rng: torch.Tensor, **place: float | int) -> None:
+    def save(
+        epoch: int, metrics: dict[str, Any], rng: torch.Tensor, **place: float | int | bool
+    ) -> None:
         """`rng`: the shuffling generator's state before the next permutation to draw;
         `place`: where inside `epoch` it stopped (none: the epoch is whole)."""
         tensors = {f"net.{k}": v for k, v in network.state_dict().items()}
@@ -217,6 +219,21 @@ def fit(
         }
         reporter.checkpoint(epoch, tensors, optimizer, {**meta, "metrics": metrics})
         checkpoints.saved()
+
+    def save_inside(
+        epoch: int,
+        done: int,
+        epoch_rng: torch.Tensor,
+        losses: list[torch.Tensor],
+        sizes: list[int],
+        carried: tuple[float, int],
+    ) -> None:
+        """A checkpoint inside `epoch`, after `done` batches: a resume draws the epoch's
+        shuffle again (`epoch_rng`) and goes on from the next batch with the loss so far."""
+        loss_sum, seen = _summed(losses, sizes, carried)
+        place = {"partial": True, "batch": done, "batches": batches, "loss_sum": loss_sum,
+                 "seen": seen}  # fmt: skip
+        save(epoch, {"batch": done, "batches": batches}, epoch_rng, **place)
 
     checkpoints = CheckpointClock(training.checkpoint_every, training.checkpoint_seconds)
     watch = _Watch(reporter, cancel_poll_seconds, training.epochs)
@@ -265,6 +282,8 @@ def fit(
                 losses.append(loss.detach())
                 sizes.append(len(idx))
                 watch.check(epoch, batch=done, batches=batches)
+                if checkpoints.overdue() and done < batches:  # a long epoch: save inside it
+                    save_inside(epoch, done, epoch_rng, losses, sizes, carried)
 
             loss_sum, seen = _summed(losses, sizes, carried)
             carried = (0.0, 0)
@@ -302,10 +321,8 @@ def fit(
             watch.check(epoch, finished=True)
     except Cancelled as stop:
         if stop.keeps_state:
-            if done is not None:  # inside `epoch`: its shuffle again, from batch `done` on
-                loss_sum, seen = _summed(losses, sizes, carried)
-                place = {"batch": done, "batches": batches, "loss_sum": loss_sum, "seen": seen}
-                save(epoch, {"batch": done, "batches": batches}, epoch_rng, **place)
+            if done is not None:
+                save_inside(epoch, done, epoch_rng, losses, sizes, carried)
             elif last_saved != last_epoch:
                 save(last_epoch, last_metrics, generator.get_state())
         raise

@@ -17,7 +17,8 @@ def now() -> float:
 
 class CheckpointClock:
     """Due at the end of an epoch when `every` divides it, or when `seconds` have passed
-    since the last checkpoint (or the start). The caller adds the last epoch itself."""
+    since the last checkpoint (or the start), which the loops also ask after each batch so
+    that a long epoch is checkpointed inside. The caller adds the last epoch itself."""
 
     def __init__(
         self,
@@ -30,8 +31,13 @@ class CheckpointClock:
         self.last = self.clock()
 
     def due(self, epoch: int) -> bool:
+        """At the end of `epoch`."""
         if self.every is not None and epoch % self.every == 0:
             return True
+        return self.overdue()
+
+    def overdue(self) -> bool:
+        """Inside an epoch (after a batch, RL a step): `seconds` have passed. A clock read."""
         return self.seconds is not None and self.clock() - self.last >= self.seconds
 
     def saved(self) -> None:

@@ -463,18 +463,21 @@ class _Session:
         self.interval_started = time.monotonic()
         self.interval_steps = 0
         self.saved_step: int | None = None  # the step of the latest checkpoint
+        self.saving_inside = False
 
     def poll_cancel(self, save: Callable[[int, dict[str, Any]], None]) -> None:
         """After each step: stop once the deadline passes (a clock read, no I/O); ask the
         reporter about cancellation at most every `cancel_poll_seconds`. Cancelled or
-        released, it first checkpoints the step it stopped at (numbered as the evaluation
-        under way): a resume goes on from that step, with fresh episodes and an empty
-        replay buffer, as after any checkpoint."""
+        released, or once `checkpoint_seconds` have passed, it checkpoints the step it is at
+        (numbered as the evaluation under way): a resume goes on from that step, with fresh
+        episodes and an empty replay buffer, as after any checkpoint."""
         step = self.progress.step
         self.reporter.progress(self.interval_steps, self.interval, step)
         now = time.monotonic()
         if self.deadline is not None and self.deadline.passed(now) and step < self.total:
             raise self.deadline.exceeded(f"at step {step} of {self.total}")
+        if self.checkpoints.overdue() and step < self.total:  # a long interval: save inside
+            self.save_inside(save)
         if now - self.last_poll >= self.cancel_poll_seconds:
             self.last_poll = now
             try:
@@ -482,8 +485,19 @@ class _Session:
                     raise Cancelled()
             except Cancelled as stop:
                 if stop.keeps_state and self.saved_step != step:
-                    save(self.progress.evaluations + 1, {"step": step})
+                    self.save_inside(save)
                 raise
+
+    def save_inside(self, save: Callable[[int, dict[str, Any]], None]) -> None:
+        """A checkpoint at this step, numbered as the evaluation under way."""
+        p = self.progress
+        self.saving_inside = True  # progress_meta marks it: a resume redoes that evaluation
+        try:
+            save(p.evaluations + 1, {"step": p.step})
+        finally:
+            self.saving_inside = False
+        self.checkpoints.saved()
+        self.saved_step = p.step
 
     def epsilon(self) -> float:
         return epsilon_at(self.model.exploration, self.progress.step, self.total)
@@ -542,7 +556,7 @@ class _Session:
         p = self.progress
         best = None if math.isinf(p.best_return) else p.best_return
         return {"step": p.step, "evaluations": p.evaluations, "episodes": p.episodes,
-                "best_return": best}  # fmt: skip
+                "best_return": best, "partial": self.saving_inside}  # fmt: skip
 
     def restore_progress(self, meta: dict[str, Any]) -> None:
         p = self.progress

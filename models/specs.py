@@ -220,9 +220,11 @@ class TrainingSpec(StrictModel):
         60.0,
         gt=0,
         le=86_400,
-        description="Write a checkpoint at the end of the first epoch (RL: evaluation) that "
-        "ends at least this many seconds after the previous one (null: by epochs only). A "
-        "job resumed after its worker died loses at most about this much training.",
+        description="Write a checkpoint once this many seconds have passed since the "
+        "previous one: at the end of the epoch (RL: evaluation) when one ends then, else "
+        "after the batch (RL: step) under way, where the resume goes on from (null: by "
+        "epochs only). A job resumed after its worker died loses at most about this much "
+        "training.",
     )
     keep_checkpoints: int | None = Field(
         2,

@@ -375,10 +375,13 @@ def checkpoints_newest_first(session: Session, *, job_id: str) -> list[tuple[int
     return [(row.epoch, row.path, row.sha256) for row in rows]
 
 
-def forget_after(session: Session, *, job_id: str, epoch: int) -> None:
-    """On resume: drop epochs and checkpoints recorded after the checkpoint resumed from."""
+def forget_after(session: Session, *, job_id: str, epoch: int, inside: bool = False) -> None:
+    """On resume: drop epochs and checkpoints recorded after the checkpoint resumed from.
+    One written `inside` its epoch (mid-epoch, RL mid-interval) goes on within that epoch,
+    so that epoch's history entry goes too: the resumed attempt writes it."""
+    done = epoch - 1 if inside else epoch
     dropped = session.execute(
-        delete(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch > epoch)
+        delete(EpochMetric).where(EpochMetric.job_id == job_id, EpochMetric.epoch > done)
     ).rowcount  # type: ignore[attr-defined]
     dropped += session.execute(
         delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.epoch > epoch)
@@ -386,11 +389,11 @@ def forget_after(session: Session, *, job_id: str, epoch: int) -> None:
     session.execute(
         update(Job)
         .where(Job.id == job_id)
-        .values(epoch=epoch, progress=None)
+        .values(epoch=done, progress=None)
         .execution_options(synchronize_session=False)
     )
-    if dropped:  # watchers drop what they drew after `epoch`: this attempt writes it again
-        add_event(session, job_id=job_id, type_="rewind", data={"epoch": epoch})
+    if dropped:  # watchers drop what they drew after `done`: this attempt writes it again
+        add_event(session, job_id=job_id, type_="rewind", data={"epoch": done})
 
 
 def add_checkpoint(

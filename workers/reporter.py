@@ -214,7 +214,12 @@ class JobReporter:
             except (CorruptCheckpointError, OSError) as exc:
                 log.warning("job %s: checkpoint of epoch %d refused: %s", self.job_id, epoch, exc)
         with session_scope() as session:
-            repository.forget_after(session, job_id=self.job_id, epoch=resumed[0] if resumed else 0)
+            repository.forget_after(
+                session,
+                job_id=self.job_id,
+                epoch=resumed[0] if resumed else 0,
+                inside=bool(resumed and resumed[1].meta.get("partial")),
+            )
         if resumed is None:
             if candidates:
                 log.warning("job %s: no usable checkpoint; starting over", self.job_id)

@@ -211,6 +211,52 @@ def test_a_cancelled_job_whose_worker_died_ends_cancelled() -> None:
         assert job is not None and job.status == "cancelled" and job.finished_at is not None
 
 
+@pytest.mark.usefixtures("broker_queue")
+def test_a_released_job_goes_back_to_the_queue_without_spending_an_attempt() -> None:
+    job_id = add_job(sent_ago=0)
+    for _ in range(5):  # more releases than max_attempts: a shutdown is not a failure
+        assert claim(job_id, "a")
+        with session_scope() as session:
+            assert not repository.release_job(session, job_id=job_id, worker="b")  # not b's
+            assert repository.release_job(session, job_id=job_id, worker="a")
+            job = session.get(Job, job_id)
+            assert job is not None
+            assert (job.status, job.worker, job.attempts) == ("queued", None, 0)
+            assert job.lease_expires_at is None and job.dispatched_at is not None
+    assert claim(job_id, "b")
+    with session_scope() as session:  # cancelled meanwhile: not released, ended by the caller
+        job = session.get(Job, job_id)
+        assert job is not None
+        repository.request_cancel(session, job=job)
+        assert not repository.release_job(session, job_id=job_id, worker="b")
+        assert repository.finish_job(session, job_id=job_id, worker="b", status="cancelled")
+
+
+@pytest.mark.usefixtures("broker_queue")
+@pytest.mark.parametrize(("inside", "kept"), [(False, 7), (True, 6)])
+def test_a_resume_forgets_what_came_after_its_checkpoint(inside: bool, kept: int) -> None:
+    """From epoch 7's checkpoint the history keeps 1-7; from one written inside epoch 7
+    (mid-epoch) it keeps 1-6, since the resumed attempt trains the rest of 7 and writes its
+    entry. Later checkpoints go either way."""
+    job_id = add_job(sent_ago=0)
+    with session_scope() as session:
+        for epoch in range(1, 10):
+            repository.record_epoch(session, job_id=job_id, epoch=epoch, train_loss=1.0,
+                                    val_loss=None, metrics={}, seconds=0.1)  # fmt: skip
+        for epoch in (5, 7, 9):
+            repository.add_checkpoint(
+                session, job_id=job_id, epoch=epoch, path=f"c{epoch}", sha256="0" * 64, metrics={}
+            )
+    with session_scope() as session:
+        repository.forget_after(session, job_id=job_id, epoch=7, inside=inside)
+    with session_scope() as session:
+        entries, total, _ = repository.job_history(session, job_id=job_id, after_epoch=0, limit=100)
+        assert [e["epoch"] for e in entries] == list(range(1, kept + 1)) and total == kept
+        assert [e for e, _, _ in repository.checkpoint_records(session, job_id=job_id)] == [5, 7]
+        rewind = repository.job_events(session, job_id=job_id, after=0, limit=100)[-1]
+        assert (rewind.type, rewind.data) == ("rewind", {"epoch": kept})
+
+
 def test_messages_are_json_only_acknowledged_late_and_taken_one_at_a_time() -> None:
     settings = Settings(broker_url="redis://127.0.0.1:6379/0", broker_visibility_timeout=600)
     conf = make_celery(settings).conf

@@ -292,3 +292,16 @@ def test_mixed_precision_runs_the_forward_pass_in_bfloat16(
     assert torch.float32 in seen  # evaluation stays float32
     assert all(p.dtype == torch.float32 for p in result.network.parameters())
     assert result.metrics["test"]["accuracy"] > 0.8
+
+
+def test_a_time_based_checkpoint_comes_inside_a_long_epoch(iris_csv: DataSource) -> None:
+    """`checkpoint_seconds` is looked at after every batch, not only at the epoch's end:
+    here it has always passed, so there is one after each batch (the epoch's last batch
+    gets the epoch's own)."""
+    spec = iris_spec(epochs=2, checkpoint_every=None, checkpoint_seconds=1e-9)
+    reporter = MemoryReporter()
+    _, data = train(spec, iris_csv, reporter)
+    batches = -(-len(data.train) // 16)
+    places = [(m["epoch"], m.get("batch")) for m in reporter.metas]
+    inside = [(e, b) for e in (1, 2) for b in [*range(1, batches), None]]
+    assert places == inside
