@@ -19,8 +19,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from models.base import PreparedData, Reporter, TrainingError, TrainResult
+from models.blocks import activation_layer, dense_head, init_by_activation
 from models.loop import train_network
-from models.mlp import LEAKY_SLOPE, activation_layer
 from models.specs import (
     AugmentationSpec,
     BatchNormLayerSpec,
@@ -181,17 +181,6 @@ class ConvNet(nn.Module):
         return self.head(torch.flatten(self.features(x), 1))
 
 
-def _init(module: nn.Conv2d | nn.Linear, activation: str | None) -> None:
-    """He init before ReLU-like units (or none), Xavier with the gain of sigmoid/tanh."""
-    if activation in (None, "relu", "leaky_relu"):
-        nn.init.kaiming_normal_(module.weight, a=LEAKY_SLOPE, nonlinearity="leaky_relu")
-    else:
-        gain = nn.init.calculate_gain("tanh" if activation == "tanh" else "sigmoid")
-        nn.init.xavier_uniform_(module.weight, gain=gain)
-    if module.bias is not None:
-        nn.init.zeros_(module.bias)
-
-
 def _next_activation(layers: Sequence[LayerSpec], start: int) -> str | None:
     for layer in layers[start:]:
         if isinstance(layer, ConvLayerSpec):
@@ -224,7 +213,7 @@ def _feature_layers(layers: Sequence[LayerSpec], input_shape: Shape) -> nn.Seque
                 )
             for part in conv.modules():
                 if isinstance(part, nn.Conv2d):
-                    _init(part, _next_activation(layers, i + 1))
+                    init_by_activation(part, _next_activation(layers, i + 1))
             modules.append(conv)
         elif isinstance(layer, BatchNormLayerSpec):
             modules.append(nn.BatchNorm2d(channels))
@@ -239,23 +228,6 @@ def _feature_layers(layers: Sequence[LayerSpec], input_shape: Shape) -> nn.Seque
             modules.append(activation_layer(layer.type))
         channels = shape[0]
     return nn.Sequential(*modules)
-
-
-def dense_head(
-    in_features: int, hidden: Sequence[int], dropout: float, activation: str, num_outputs: int
-) -> nn.Sequential:
-    modules: list[nn.Module] = []
-    for width in hidden:
-        linear = nn.Linear(in_features, width)
-        _init(linear, activation)
-        modules += [linear, activation_layer(activation)]
-        if dropout > 0:
-            modules.append(nn.Dropout(dropout))
-        in_features = width
-    out = nn.Linear(in_features, num_outputs)
-    nn.init.xavier_uniform_(out.weight)
-    nn.init.zeros_(out.bias)
-    return nn.Sequential(*modules, out)
 
 
 def _resnet(input_shape: Shape, num_outputs: int, widths: Sequence[int], blocks: int) -> ConvNet:

@@ -2,59 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from torch import nn
 
 from models.base import PreparedData, Reporter, TrainResult
+from models.blocks import ACTIVATIONS, dense_stack, init_weights  # noqa: F401 (models.rl)
 from models.loop import train_network
 from models.sequences import LastValueResidual
 from models.specs import JobSpec, MLPSpec
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "leaky_relu": nn.LeakyReLU,
-}
-
-
-def activation_layer(name: str) -> nn.Module:
-    return ACTIVATIONS[name]()
-
-
-LEAKY_SLOPE = 0.01  # nn.LeakyReLU's default negative slope
-
-
-def init_linear(layer: nn.Linear, scheme: str, activation: str) -> None:
-    """He (Kaiming) init for ReLU-like units, Xavier (Glorot) with the activation's gain else."""
-    nonlinearity = cast(Any, activation)
-    if scheme == "he":
-        nn.init.kaiming_normal_(layer.weight, a=LEAKY_SLOPE, nonlinearity=nonlinearity)
-    else:
-        gain = nn.init.calculate_gain(nonlinearity, LEAKY_SLOPE)
-        nn.init.xavier_uniform_(layer.weight, gain=gain)
-    if layer.bias is not None:
-        nn.init.zeros_(layer.bias)
-
 
 def build(config: dict[str, Any]) -> nn.Module:
-    layers: list[nn.Module] = []
-    width = config["in_features"]
-    for hidden in config["hidden_layers"]:
-        linear = nn.Linear(width, hidden, bias=not config["batch_norm"])
-        init_linear(linear, config["init"], config["activation"])
-        layers.append(linear)
-        if config["batch_norm"]:
-            layers.append(nn.BatchNorm1d(hidden))
-        layers.append(activation_layer(config["activation"]))
-        if config["dropout"] > 0:
-            layers.append(nn.Dropout(config["dropout"]))
-        width = hidden
-    head = nn.Linear(width, config["out_features"])
-    nn.init.xavier_uniform_(head.weight)
-    nn.init.zeros_(head.bias)
-    layers.append(head)
+    scheme, activation = config["init"], config["activation"]
+
+    def init(layer: nn.Conv2d | nn.Linear) -> None:
+        init_weights(layer, scheme, activation)
+
+    layers = dense_stack(
+        config["in_features"],
+        config["hidden_layers"],
+        config["out_features"],
+        activation,
+        init,
+        dropout=config["dropout"],
+        batch_norm=config["batch_norm"],
+    )
     net = nn.Sequential(nn.Flatten(), *layers)
     if config.get("forecast_residual"):
         return LastValueResidual(net)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from models.base import PreparedData, Reporter, TrainingError, TrainResult
-from models.cnn import dense_head
+from models.blocks import dense_head
 from models.loop import train_network
 from models.sequences import LastValueResidual
 from models.specs import JobSpec, RNNSpec
