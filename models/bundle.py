@@ -17,7 +17,7 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 from models.loop import Objective, forward_all
 from models.metrics import json_safe
 from models.prepare import InputEncoder, load_input_encoder
-from models.rl import ObservationEncoder, PolicyPredictor
+from models.rl.episodes import ObservationEncoder, PolicyPredictor
 
 FORMAT_VERSION = 1
 

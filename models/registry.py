@@ -9,8 +9,9 @@ from typing import Any
 
 from torch import nn
 
-from models import cnn, linear, mlp, rl, rnn
+from models import cnn, linear, mlp, rnn
 from models.base import TrainResult
+from models.rl import dqn, tabular
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,9 @@ KINDS: dict[str, ModelKind] = {
     "mlp": ModelKind("mlp", mlp.build, mlp.train),
     "cnn": ModelKind("cnn", cnn.build, cnn.train),
     "rnn": ModelKind("rnn", rnn.build, rnn.train),
-    "dqn": ModelKind("dqn", rl.build_dqn, rl.train_dqn),
-    "q_learning": ModelKind("q_learning", rl.build_table, rl.train_tabular),
-    "sarsa": ModelKind("sarsa", rl.build_table, rl.train_tabular),
+    "dqn": ModelKind("dqn", dqn.build_dqn, dqn.train_dqn),
+    "q_learning": ModelKind("q_learning", tabular.build_table, tabular.train_tabular),
+    "sarsa": ModelKind("sarsa", tabular.build_table, tabular.train_tabular),
 }
 
 

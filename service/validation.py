@@ -18,7 +18,7 @@ from models.envs import EnvError, EnvInfo, check_env
 from models.linear import poly_feature_count
 from models.prepare import IMAGE_FORMATS
 from models.preprocessing import validate_columns
-from models.rl import build_dqn, dqn_config
+from models.rl.dqn import build_dqn, dqn_config
 from models.specs import CNNSpec, DQNSpec, JobSpec, LinearSpec, MLPSpec, RNNSpec, TabularSpec
 from service.errors import Unprocessable
 from service.settings import Settings

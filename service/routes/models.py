@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from models.base import InputError
-from models.rl import PolicyPredictor
+from models.rl.episodes import PolicyPredictor
 from service import repository
 from service.auth import CallerDep
 from service.deps import SessionDep, SettingsDep, StoreDep

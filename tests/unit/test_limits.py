@@ -20,7 +20,8 @@ from models.data import inspect_dataset
 from models.envs import check_env
 from models.prepare import DataSource, prepare_data
 from models.registry import get_kind
-from models.rl import train_dqn, train_tabular
+from models.rl.dqn import train_dqn
+from models.rl.tabular import train_tabular
 from models.specs import DQNSpec, JobSpec
 from service.errors import Unprocessable
 from service.settings import Settings

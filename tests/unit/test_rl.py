@@ -17,18 +17,10 @@ from pydantic import ValidationError
 from models.base import Cancelled, InputError, Released
 from models.checkpoint import load_checkpoint
 from models.envs import EnvError, GridWorld, check_env
-from models.rl import (
-    ObservationEncoder,
-    QNetwork,
-    ReplayBuffer,
-    clip_rewards,
-    epsilon_at,
-    q_learning_update,
-    sarsa_update,
-    train_dqn,
-    train_tabular,
-    update_target,
-)
+from models.rl.common import epsilon_at
+from models.rl.dqn import QNetwork, ReplayBuffer, clip_rewards, train_dqn, update_target
+from models.rl.episodes import ObservationEncoder
+from models.rl.tabular import q_learning_update, sarsa_update, train_tabular
 from models.specs import ExplorationSpec, GridWorldOptions, JobSpec
 from tests.unit.reporting import MemoryReporter
 
