@@ -120,7 +120,7 @@ def plain_loop(name: str, epochs: int) -> list[float]:
     import torch.nn.functional as F
 
     from models.cnn import build_augmentation, network_config
-    from models.images import read_idx
+    from models.image_io import read_idx
     from models.optimizers import build_optimizer
     from models.registry import get_kind
     from models.specs import JobSpec

@@ -23,7 +23,7 @@ from PIL import Image
 from models.base import PreparedData, Split
 from models.checkpoint import write_atomic
 from models.data import CSV_BLOCK_BYTES, DataError, image_geometry, image_layout
-from models.images import to_nchw
+from models.image_io import to_nchw
 from models.loop import Objective, forward_all
 from models.metrics import json_safe
 

@@ -17,7 +17,8 @@ import torch
 
 from models.base import InputError, PreparedData, Split
 from models.data import DataError, read_arrays, read_table
-from models.images import ImagePreprocessor, ImageSet, load_image_set, read_image_npz
+from models.image_io import ImageSet, load_image_set, read_image_npz
+from models.image_preprocessing import ImagePreprocessor
 from models.preprocessing import (
     ArrayPreprocessor,
     LabelEncoder,

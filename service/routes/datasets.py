@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from models.data import DataError
-from models.images import ArchiveLimits
 from service import repository
+from service.archives import ArchiveLimits
 from service.auth import CallerDep
 from service.deps import SessionDep, SettingsDep, StoreDep
 from service.errors import Conflict, NotFound, Unprocessable, responses

@@ -24,7 +24,8 @@ from models.gallery import (
     table_samples,
     write_mistakes,
 )
-from models.images import ImagePreprocessor, ImageSet, save_image_set
+from models.image_io import ImageSet, save_image_set
+from models.image_preprocessing import ImagePreprocessor
 from models.preprocessing import ArrayPreprocessor
 
 RNG = np.random.default_rng(0)

@@ -19,19 +19,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import images
 from models.base import InputError
 from models.data import DataError
-from models.images import (
-    ArchiveLimits,
-    ImagePreprocessor,
-    describe,
-    extract_archive,
-    images_from_npz,
-    load_image_upload,
-    read_idx,
-    read_image_folders,
-)
+from models.image_io import ImageLimits, images_from_npz, read_idx, read_image_folders
+from models.image_preprocessing import ImagePreprocessor
+from service import archives
+from service.archives import ArchiveLimits, extract_archive
+from service.ingest import describe, load_image_upload
 
 RNG = np.random.default_rng(0)
 
@@ -162,9 +156,7 @@ def test_idx_header_beyond_limits_is_not_read(tmp_path: Path) -> None:
     header = struct.pack(">IIII", 0x803, 60000, 28, 28)  # promises 47 MB, holds none
     images_path = write(tmp_path / "images", header)
     labels_path = write(tmp_path / "labels", idx_bytes(np.zeros(3), 0x801))
-    message = refused(
-        read_idx, images_path, labels_path, limits=ArchiveLimits(max_total_bytes=1000)
-    )
+    message = refused(read_idx, images_path, labels_path, limits=ImageLimits(max_total_bytes=1000))
     assert "header says 60000 images of 28x28, 47040000 bytes, more than the 1000 allowed" in (
         message
     )
@@ -360,7 +352,7 @@ def test_bytes_written_are_counted_whatever_the_members_declare(
 ) -> None:
     # CPython's zipfile and tarfile stop at the declared size themselves; switching off the
     # check of declared sizes stands for a reader that would not, and tests the second guard.
-    monkeypatch.setattr(images, "_check_declared", lambda *args, **kwargs: None)
+    monkeypatch.setattr(archives, "_check_declared", lambda *args, **kwargs: None)
     archive = make_zip(tmp_path / "bomb.zip", {"a.bin": bytes(600), "b.bin": bytes(600)})
     dest = tmp_path / "out"
     message = refused(extract_archive, archive, dest, ArchiveLimits(max_total_bytes=1000))
@@ -381,7 +373,7 @@ def test_zip_lying_about_its_size(tmp_path: Path) -> None:
 
 def test_image_bombs(tmp_path: Path) -> None:
     write(tmp_path / "a" / "x.png", png(np.zeros((10, 20), dtype=np.uint8)))
-    message = refused(read_image_folders, tmp_path, limits=ArchiveLimits(max_image_pixels=100))
+    message = refused(read_image_folders, tmp_path, limits=ImageLimits(max_image_pixels=100))
     assert message == "image 'a/x.png' has 20x10 pixels, more than the 100 allowed"
     # Headers only: neither image is ever decoded.
     write(tmp_path / "a" / "x.png", png_header(60_000, 1_000))
