@@ -21,9 +21,9 @@ from starlette.concurrency import run_in_threadpool
 
 from service import repository
 from service.db import session_scope
+from service.queue import RUN_JOB, make_celery
 from service.settings import Settings, get_settings
 from service.tables import utcnow
-from workers.celery_app import RUN_JOB, make_celery
 
 log = logging.getLogger(__name__)
 

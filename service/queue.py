@@ -1,12 +1,17 @@
-"""Celery configuration. The task carries only a job id; the database owns job state."""
+"""Celery configuration, shared by the API (which sends jobs) and the workers (which run
+them): the app's settings, the broker's transport options and the task's name. The task
+carries only a job id; the database owns job state. The worker's own app, the one
+`celery -A workers.celery_app worker` runs, is built from `make_celery` in
+workers/celery_app.py; the API sends by the task's name and never imports `workers`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
 
-from service.settings import Settings, get_settings
+from service.settings import Settings
 
 RUN_JOB = "training.run_job"
 
@@ -35,8 +40,10 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def make_celery(settings: Settings) -> Celery:
-    app = Celery("keiko", broker=settings.resolved_broker_url, include=["workers.tasks"])
+def make_celery(settings: Settings, include: Sequence[str] = ()) -> Celery:
+    """The Celery app for these settings; `include` names the modules that define tasks
+    (the worker's), which the worker imports when it starts. A sender needs none."""
+    app = Celery("keiko", broker=settings.resolved_broker_url, include=list(include))
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -52,11 +59,8 @@ def make_celery(settings: Settings) -> Celery:
         worker_send_task_events=False,
     )
     if settings.uses_embedded_broker:
-        # kombu's filesystem transport with atomic writes (see workers/broker.py).
-        app.conf.broker_transport = "workers.broker:Transport"
+        # kombu's filesystem transport with atomic writes (see service/broker.py).
+        app.conf.broker_transport = "service.broker:Transport"
         # The filesystem transport has no fanout exchanges for remote control.
         app.conf.worker_enable_remote_control = False
     return app
-
-
-app = make_celery(get_settings())

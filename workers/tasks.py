@@ -24,10 +24,11 @@ from models.registry import get_kind
 from models.specs import JobSpec
 from service import repository
 from service.db import session_scope
+from service.queue import RUN_JOB
 from service.settings import Settings, get_settings
 from service.storage import ArtifactStore
 from workers.artifacts import save_model
-from workers.celery_app import RUN_JOB, app
+from workers.celery_app import app
 from workers.mistakes import record_mistakes
 from workers.reporter import JobReporter, LeaseLost
 

@@ -17,10 +17,10 @@ import pytest
 import redis
 from celery import Celery
 
+from service.queue import RUN_JOB
 from tests.e2e.helpers import iris_frame, job_spec, start_long_job, upload_frame, wait_until
 from tests.services import temporary_postgres_database, unavailable
 from tests.stack import Stack, free_port, stack_env
-from workers.celery_app import RUN_JOB
 
 
 def read_log(stack: Stack, name: str, start: int = 0) -> str:

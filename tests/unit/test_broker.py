@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kombu import Connection
 
-from workers.broker import REJECTED, TAKEN, Transport
+from service.broker import REJECTED, TAKEN, Transport
 
 
 @pytest.fixture

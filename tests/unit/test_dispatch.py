@@ -14,20 +14,21 @@ from pathlib import Path
 import pytest
 import torch
 from alembic import command
+from kombu.utils.imports import symbol_by_name
 from pydantic import ValidationError
 from sqlalchemy import update
 
 from models.base import PreparedData, Split, TrainResult
 from models.bundle import save_bundle
 from models.mlp import build
-from service import dispatch, repository
+from service import broker, dispatch, repository
 from service.db import get_engine, get_sessionmaker, session_scope
 from service.dispatch import choose_queue, producer, sweep_once
 from service.inference import ModelCache
+from service.queue import make_celery
 from service.settings import Settings, get_settings
 from service.tables import Job, utcnow
 from tests.test_migrations import alembic_config
-from workers.celery_app import make_celery
 
 REDISPATCH_SECONDS = 60
 
@@ -264,6 +265,12 @@ def test_messages_are_json_only_acknowledged_late_and_taken_one_at_a_time() -> N
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert conf.broker_transport_options["visibility_timeout"] == 600
+
+
+def test_the_embedded_broker_is_named_by_a_path_that_resolves(tmp_path: Path) -> None:
+    conf = make_celery(Settings(data_dir=tmp_path, broker_url=None)).conf
+    assert symbol_by_name(conf.broker_transport) is broker.Transport
+    assert not conf.worker_enable_remote_control
 
 
 def test_redispatch_seconds_setting(monkeypatch: pytest.MonkeyPatch) -> None:
