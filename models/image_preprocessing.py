@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,14 +22,7 @@ import numpy as np
 from models.base import InputError
 from models.data import DataError
 from models.image_io import LAYOUTS, decode_pixels, open_image, to_nchw
-
-_CHUNK_VALUES = 1 << 22  # values per step when scanning images: bounds float64 temporaries
-
-
-def _image_chunks(n: int, per_image: int) -> Iterator[slice]:
-    step = max(1, _CHUNK_VALUES // max(1, per_image))
-    for start in range(0, n, step):
-        yield slice(start, min(start + step, n))
+from models.preprocessing import constant_as_one, row_chunks, standardise
 
 
 def _channel_stats(x: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -38,16 +30,16 @@ def _channel_stats(x: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]
     per_image = int(np.prod(x.shape[1:]))
     count = x.shape[0] * x.shape[2] * x.shape[3]
     total = np.zeros(x.shape[1])
-    for rows in _image_chunks(len(x), per_image):
+    for rows in row_chunks(len(x), per_image):
         total += x[rows].sum(axis=(0, 2, 3), dtype=np.float64)
     mean = total * scale / count
     squares = np.zeros(x.shape[1])
-    for rows in _image_chunks(len(x), per_image):
+    for rows in row_chunks(len(x), per_image):
         centred = x[rows].astype(np.float64) * scale - mean[:, None, None]  # (n, C, H, W)
         squares += (centred**2).sum(axis=(0, 2, 3))
     std = np.sqrt(squares / count)
     # A constant channel is centred and left unscaled.
-    std[~np.isfinite(std) | (std <= 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
+    constant_as_one(std, mean)
     return mean, std
 
 
@@ -152,10 +144,7 @@ class ImagePreprocessor:
     def _normalise(self, x: np.ndarray) -> np.ndarray:  # (N, C, H, W) float32, unchecked
         mean = self.mean[:, None, None]  # (C, 1, 1)
         std = self.std[:, None, None]
-        out = np.empty(x.shape, dtype=np.float32)
-        for rows in _image_chunks(len(x), int(np.prod(self.shape))):
-            out[rows] = (x[rows].astype(np.float64) * self.scale - mean) / std
-        return out
+        return standardise(x, mean, std, scale=self.scale)
 
     def input_schema(self) -> dict[str, Any]:
         channels, height, width = self.shape

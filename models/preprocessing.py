@@ -5,6 +5,10 @@ Numeric features (integer, float, boolean) are standardised with the training me
 standard deviation, a missing value becoming the mean (0 once standardised); string features
 are one-hot encoded over the sorted training vocabulary, an unseen or missing value giving
 all zeros. Arrays (NPZ) are flattened per row and standardised per position.
+
+The standardisation of arrays, a chunk of rows at a time (`standardise`, `row_chunks`,
+`constant_as_one`), is shared with the image and sequence preprocessors
+(models/image_preprocessing.py, models/sequences.py), so all three scale alike.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ MAX_CATEGORIES = 1_000
 # More classes than this is almost surely a regression target sent as classification.
 MAX_CLASSES = 10_000
 _CHUNK_VALUES = 1 << 22  # values per step when scanning arrays: bounds float64 temporaries
+_CONSTANT = 1e-12  # std <= this * max(1, |mean|): rounding noise of a constant feature
 
 
 # Columns ----------------------------------------------------------------------------------
@@ -144,7 +149,7 @@ def _fit_numeric(name: str, series: pd.Series) -> NumericColumn:
     mean = float((present / scale).mean()) * scale
     std = float((present / scale).std()) * scale
     # A constant column's std is 0, or rounding noise: leave such a column centred, unscaled.
-    if not math.isfinite(std) or std <= 1e-12 * max(1.0, abs(mean)):
+    if not math.isfinite(std) or std <= _CONSTANT * max(1.0, abs(mean)):
         std = 1.0
     return NumericColumn(name, mean, std)
 
@@ -317,13 +322,50 @@ def regression_target(series: pd.Series) -> np.ndarray:  # (N,) float32
     return values32
 
 
-# Arrays -----------------------------------------------------------------------------------
+# Standardisation --------------------------------------------------------------------------
 
 
-def _row_chunks(n: int, width: int) -> Iterator[slice]:
+def row_chunks(n: int, width: int) -> Iterator[slice]:
+    """Slices covering n rows of `width` values each, at most _CHUNK_VALUES values (and at
+    least one row) per slice: what a scan of a large array takes at a time."""
     step = max(1, _CHUNK_VALUES // max(1, width))
     for start in range(0, n, step):
         yield slice(start, min(start + step, n))
+
+
+def constant_as_one(std: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """`std` (changed in place) with 1 wherever it is not finite, 0 or rounding noise next
+    to the mean: a constant feature is centred and left unscaled, never divided by ~0."""
+    std[~np.isfinite(std) | (std <= _CONSTANT * np.maximum(1.0, np.abs(mean)))] = 1.0
+    return std
+
+
+def standardise(
+    x: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    *,
+    scale: float = 1.0,
+    missing: float | None = None,
+) -> np.ndarray:
+    """(x * scale - mean) / std as float32, computed in float64 a chunk of rows at a time
+    so that the temporaries stay bounded however large x (N, ...) is; `mean` and `std`
+    broadcast against one row x[i]. `missing` replaces NaN results (0.0: a missing value
+    becomes the training mean); None keeps them. Infinities are kept for the caller to
+    refuse."""
+    out = np.empty(x.shape, dtype=np.float32)
+    for rows in row_chunks(len(x), math.prod(x.shape[1:])):
+        z = x[rows].astype(np.float64)
+        if scale != 1.0:
+            z = z * scale
+        z = (z - mean) / std
+        if missing is not None:
+            z = np.nan_to_num(z, nan=missing, posinf=np.inf, neginf=-np.inf)
+        out[rows] = z
+    return out
+
+
+# Arrays -----------------------------------------------------------------------------------
 
 
 class ArrayPreprocessor:
@@ -348,17 +390,17 @@ class ArrayPreprocessor:
         _refuse_infinite(flat)
         count = np.zeros(width)
         total = np.zeros(width)
-        for rows in _row_chunks(len(flat), width):
+        for rows in row_chunks(len(flat), width):
             chunk = flat[rows].astype(np.float64)
             count += (~np.isnan(chunk)).sum(axis=0)
             total += np.nansum(chunk, axis=0)
         mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
         squares = np.zeros(width)
-        for rows in _row_chunks(len(flat), width):
+        for rows in row_chunks(len(flat), width):
             squares += np.nansum((flat[rows].astype(np.float64) - mean) ** 2, axis=0)
         std = np.sqrt(np.divide(squares, count, out=np.zeros_like(squares), where=count > 0))
         # Constant positions (an image's border pixels) are centred and left unscaled.
-        std[~np.isfinite(std) | (std <= 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
+        constant_as_one(std, mean)
         return cls([int(d) for d in x.shape[1:]], mean, std)
 
     def transform(self, x: np.ndarray) -> np.ndarray:  # (N, F) float32
@@ -366,10 +408,7 @@ class ArrayPreprocessor:
             raise DataError(f"x rows have shape {list(x.shape[1:])}, expected {self.input_shape}")
         flat = x.reshape(len(x), self.num_features)
         _refuse_infinite(flat)
-        out = np.empty(flat.shape, dtype=np.float32)
-        for rows in _row_chunks(len(flat), self.num_features):
-            z = (flat[rows].astype(np.float64) - self.mean) / self.std
-            out[rows] = np.nan_to_num(z, nan=0.0)  # missing -> the training mean
+        out = standardise(flat, self.mean, self.std, missing=0.0)  # missing -> the training mean
         if not np.isfinite(out).all():
             raise DataError("x has values too far out of the training range")
         return out

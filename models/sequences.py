@@ -12,7 +12,6 @@ windows cover, and networks forecast changes from each window's last value
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -24,9 +23,8 @@ from models.base import InputError, PreparedData, Split
 from models.data import DataError, read_table
 from models.metrics import regression_metrics
 from models.prepare import DataSource, part_sizes, prepare_arrays
+from models.preprocessing import constant_as_one, standardise
 from models.specs import JobSpec
-
-_CHUNK_VALUES = 1 << 24  # standardise at most this many values at a time
 
 
 def _stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,8 +33,7 @@ def _stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore"):
         mean = np.nan_to_num(np.nanmean(flat, axis=0)) if len(flat) else np.zeros(flat.shape[1])
         std = np.nan_to_num(np.nanstd(flat, axis=0)) if len(flat) else np.ones(flat.shape[1])
-    std[~np.isfinite(std) | (std <= 1e-12 * np.maximum(1.0, np.abs(mean)))] = 1.0
-    return mean, std
+    return mean, constant_as_one(std, mean)
 
 
 class SequencePreprocessor:
@@ -65,11 +62,7 @@ class SequencePreprocessor:
                 f"sequences have shape {list(x.shape[1:])}, expected {self.input_shape}"
             )
         x = x if x.ndim == 3 else x[..., None]
-        out = np.empty(x.shape, dtype=np.float32)
-        step = max(1, _CHUNK_VALUES // max(1, math.prod(x.shape[1:])))
-        for start in range(0, len(x), step):
-            z = (x[start : start + step].astype(np.float64) - self.mean) / self.std
-            out[start : start + step] = np.nan_to_num(z, nan=0.0, posinf=np.inf, neginf=-np.inf)
+        out = standardise(x, self.mean, self.std, missing=0.0)
         if not np.isfinite(out).all():
             raise DataError("x has infinite values or values too far out of the training range")
         return out

@@ -11,14 +11,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models import preprocessing
 from models.data import DataError, read_table
+from models.image_preprocessing import ImagePreprocessor
 from models.preprocessing import (
     ArrayPreprocessor,
     LabelEncoder,
     TabularPreprocessor,
+    constant_as_one,
     regression_target,
+    row_chunks,
+    standardise,
     validate_columns,
 )
+from models.sequences import SequencePreprocessor
 
 
 def json_round_trip(data: dict[str, Any]) -> dict[str, Any]:
@@ -275,3 +281,81 @@ def test_one_dimensional_and_integer_arrays() -> None:
 def test_array_with_infinity_is_refused() -> None:
     with pytest.raises(DataError, match="x has 1 infinite values"):
         ArrayPreprocessor.fit(np.array([[1.0], [np.inf]]))
+
+
+# Standardisation, shared by the array, image and sequence preprocessors -----------------
+
+# Small enough that every scan below takes several chunks, one row at least each; and the
+# shipped size, for which each scan is one chunk.
+CHUNK_SIZES = [7, 1 << 22]
+
+
+@pytest.mark.parametrize(("n", "width"), [(0, 5), (1, 0), (10, 3), (10, 7), (9, 100)])
+def test_row_chunks_cover_every_row_once(
+    n: int, width: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(preprocessing, "_CHUNK_VALUES", 7)
+    chunks = list(row_chunks(n, width))
+    assert [i for rows in chunks for i in range(rows.start, rows.stop)] == list(range(n))
+    assert all(rows.stop - rows.start == max(1, 7 // max(1, width)) for rows in chunks[:-1])
+
+
+@pytest.mark.parametrize("chunk_values", CHUNK_SIZES)
+def test_standardise_matches_plain_numpy(
+    chunk_values: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(preprocessing, "_CHUNK_VALUES", chunk_values)
+    rng = np.random.default_rng(1)
+    x = rng.normal(5.0, 3.0, size=(37, 4, 3)).astype(np.float32)
+    wide = x.astype(np.float64)
+    mean, std = wide.mean(axis=(0, 1)), wide.std(axis=(0, 1))  # per feature, the last axis
+    out = standardise(x, mean, std)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    np.testing.assert_array_equal(out, ((wide - mean) / std).astype(np.float32))
+    np.testing.assert_allclose(out.mean(axis=(0, 1)), 0.0, atol=1e-6)
+    np.testing.assert_allclose(out.std(axis=(0, 1)), 1.0, rtol=1e-5)
+    pixels = rng.integers(0, 256, size=(11, 2, 3), dtype=np.uint8)
+    scaled = standardise(pixels, np.array(0.5), np.array(0.25), scale=1 / 255)
+    expected = ((pixels.astype(np.float64) / 255 - 0.5) / 0.25).astype(np.float32)
+    np.testing.assert_allclose(scaled, expected, rtol=1e-6)
+
+
+def test_standardise_replaces_missing_values_only_when_asked() -> None:
+    x = np.array([[1.0, np.nan], [3.0, np.inf]])
+    mean, std = np.array([2.0, 0.0]), np.array([1.0, 1.0])
+    kept = standardise(x, mean, std)
+    np.testing.assert_array_equal(kept, [[-1.0, np.nan], [1.0, np.inf]])
+    filled = standardise(x, mean, std, missing=0.0)
+    np.testing.assert_array_equal(filled, [[-1.0, 0.0], [1.0, np.inf]])  # inf: the caller's
+
+
+def test_constant_features_keep_std_one() -> None:
+    mean = np.array([0.0, 1e6, 3.0, 2.0])
+    std = np.array([0.0, 1e-7, np.nan, 0.5])
+    np.testing.assert_array_equal(constant_as_one(std, mean), [1.0, 1.0, 1.0, 0.5])
+
+
+@pytest.mark.parametrize("chunk_values", CHUNK_SIZES)
+def test_chunked_fits_match_plain_numpy(chunk_values: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preprocessing, "_CHUNK_VALUES", chunk_values)
+    rng = np.random.default_rng(2)
+    arrays = rng.normal(-2.0, 4.0, size=(29, 3, 2))
+    arrays[rng.random(arrays.shape) < 0.2] = np.nan
+    pre = ArrayPreprocessor.fit(arrays)
+    flat = arrays.reshape(29, 6)
+    np.testing.assert_allclose(pre.mean, np.nanmean(flat, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(pre.std, np.nanstd(flat, axis=0), rtol=1e-12)
+
+    images = rng.integers(0, 256, size=(13, 3, 4, 5), dtype=np.uint8)
+    fitted = ImagePreprocessor.fit(images)
+    unit = images.astype(np.float64) / 255
+    np.testing.assert_allclose(fitted.mean, unit.mean(axis=(0, 2, 3)), rtol=1e-12)
+    np.testing.assert_allclose(fitted.std, unit.std(axis=(0, 2, 3)), rtol=1e-12)
+    normalised = fitted.transform(images)
+    np.testing.assert_allclose(normalised.mean(axis=(0, 2, 3)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(normalised.std(axis=(0, 2, 3)), 1.0, rtol=1e-5)
+
+    sequences = rng.normal(1.0, 2.0, size=(17, 6, 3))
+    sequence = SequencePreprocessor.fit(sequences)
+    np.testing.assert_allclose(sequence.mean, sequences.mean(axis=(0, 1)), rtol=1e-12)
+    np.testing.assert_allclose(sequence.std, sequences.std(axis=(0, 1)), rtol=1e-12)
