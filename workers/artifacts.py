@@ -11,7 +11,6 @@ from models.bundle import save_bundle
 from models.specs import JobSpec
 from service import repository
 from service.storage import ArtifactStore
-from service.tables import Model, new_id
 
 
 def save_model(
@@ -29,21 +28,20 @@ def save_model(
         return existing.id
     job = repository.get_job(session, job_id=job_id, owner_id=None)
     assert job is not None
-    model_id = new_id()
+    model_id = repository.new_model_id()
     path = store.model_dir(model_id) / "model.safetensors"
     sha = save_bundle(path, kind=spec.model.kind, interface=interface, result=result)
-    session.add(
-        Model(
-            id=model_id,
-            owner_id=job.owner_id,
-            job_id=job_id,
-            kind=spec.model.kind,
-            task=spec.task,
-            input_schema=interface["input_schema"],
-            output=interface["output"],
-            metrics=metrics,
-            path=store.relative(path),
-            sha256=sha,
-        )
+    repository.add_model(
+        session,
+        model_id=model_id,
+        owner_id=job.owner_id,
+        job_id=job_id,
+        kind=spec.model.kind,
+        task=spec.task,
+        input_schema=interface["input_schema"],
+        output=interface["output"],
+        metrics=metrics,
+        path=store.relative(path),
+        sha256=sha,
     )
     return model_id
