@@ -4,7 +4,7 @@
 #   ./keiko.sh serve   migrate and run the API plus one worker (embedded defaults, or the
 #                      database/broker named by KEIKO_DATABASE_URL / KEIKO_BROKER_URL)
 #   ./keiko.sh test    run the whole test suite (arguments go to pytest)
-#   ./keiko.sh lint    ruff and mypy
+#   ./keiko.sh lint    ruff, mypy and the import contracts (lint-imports)
 #   ./keiko.sh api | worker | migrate   one process only
 #   ./keiko.sh add-user NAME             create a user (if new) and print a new API key
 set -euo pipefail
@@ -55,7 +55,8 @@ case "$command" in
     lint)
         "$VENV/bin/ruff" check service workers models tests bench
         "$VENV/bin/ruff" format --check service workers models tests bench
-        exec "$VENV/bin/mypy" service workers models ;;
+        "$VENV/bin/mypy" service workers models
+        exec "$VENV/bin/lint-imports" --no-cache ;;  # the import contracts in pyproject.toml
     *)
         echo "usage: ./keiko.sh serve|test|lint|api|worker|migrate|add-user" >&2
         exit 2 ;;

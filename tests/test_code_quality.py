@@ -1,9 +1,11 @@
-"""ruff (lint and format) and mypy over the packages: the same checks as `./keiko.sh lint`."""
+"""ruff (lint and format), mypy and the import contracts (lint-imports, configured in
+pyproject.toml) over the packages: the same checks as `./keiko.sh lint`."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,10 @@ CHECKS = {
         sys.executable, "-m", "ruff", "format", "--check", "service", "workers", "models", "tests",
     ],
     "mypy": [sys.executable, "-m", "mypy", "service", "workers", "models"],
+    # [tool.importlinter] in pyproject.toml: which package may import which.
+    "import contracts": [
+        str(Path(sys.executable).parent / "lint-imports"), "--no-cache", "--no-logo",
+    ],
 }  # fmt: skip
 
 
