@@ -22,9 +22,9 @@ from torch import nn
 from models.base import InputError, PreparedData, Split
 from models.data import DataError, read_table
 from models.metrics import regression_metrics
-from models.prepare import DataSource, part_sizes, prepare_arrays
 from models.preprocessing import constant_as_one, standardise
 from models.specs import JobSpec
+from models.splits import DataSource, part_sizes, prepare_arrays
 
 
 def _stats(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,10 +16,10 @@ from models.cnn import SpecError, check_cnn_spec
 from models.data import DataError, image_geometry
 from models.envs import EnvError, EnvInfo, check_env
 from models.linear import poly_feature_count
-from models.prepare import IMAGE_FORMATS
 from models.preprocessing import validate_columns
 from models.rl.dqn import build_dqn, dqn_config
 from models.specs import CNNSpec, DQNSpec, JobSpec, LinearSpec, MLPSpec, RNNSpec, TabularSpec
+from models.splits import IMAGE_FORMATS
 from service.errors import Unprocessable
 from service.settings import Settings
 from service.tables import Dataset

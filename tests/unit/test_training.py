@@ -18,9 +18,10 @@ from sklearn.datasets import load_diabetes, load_iris
 from models.base import Cancelled, DivergedError, Released
 from models.bundle import load_bundle, save_bundle
 from models.checkpoint import load_checkpoint
-from models.prepare import DataSource, InputError, prepare_data, split_indices
+from models.prepare import DataSource, InputError, prepare_data
 from models.registry import get_kind
 from models.specs import JobSpec
+from models.splits import split_indices
 from tests.unit.reporting import MemoryReporter
 
 
