@@ -29,6 +29,11 @@ class InputError(ValueError):
     """A predict input that does not fit the model; the message names the problem."""
 
 
+class SpecError(ValueError):
+    """A job spec that cannot work on its data (a CNN layer that shrinks the images to
+    nothing, a sequence model on a table); the message, naming the part, is the 422."""
+
+
 class Cancelled(Exception):
     """Raised inside training when the reporter says the job was cancelled. The trainer
     writes a checkpoint of where it stopped (mid-epoch included) before letting it through,
@@ -79,6 +84,19 @@ class Split:
         return Split(self.x.to(device), self.y.to(device))
 
 
+@dataclass(frozen=True)
+class DataShape:
+    """What a network is sized by: the task, one example's shape and inputs, the outputs.
+    Described from a dataset's record when a job is posted (`models.describe`) and from the
+    prepared tensors when it trains (`PreparedData.shape`): a kind's `config` takes either,
+    and the two agree."""
+
+    task: str
+    example: tuple[int, ...]  # one example: (F,) a row, (C, H, W) an image, (T, F) a sequence
+    features: int  # inputs of one example flattened, as the dense kinds see it
+    outputs: int  # logits (one per class), values, or the forecast horizon
+
+
 @dataclass
 class PreparedData:
     """Tensors ready for training plus everything prediction needs to repeat the encoding."""
@@ -105,6 +123,10 @@ class PreparedData:
         if self.task == "classification" and self.num_classes:
             return int(self.num_classes)
         return int(self.train.y.shape[1]) if self.train.y.dim() == 2 else 1
+
+    def shape(self) -> DataShape:
+        example = tuple(int(d) for d in self.train.x.shape[1:])
+        return DataShape(self.task, example, self.num_features, self.num_outputs)
 
     def interface(self) -> dict[str, Any]:
         """What predict needs besides the weights: the task, the stored preprocessing, the

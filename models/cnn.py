@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,10 @@ from pydantic import TypeAdapter
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from models.base import PreparedData, Reporter, TrainingError, TrainResult
+from models.base import DataShape, PreparedData, Reporter, SpecError, TrainingError, TrainResult
 from models.blocks import activation_layer, dense_head, init_by_activation
+from models.describe import DataDescription
+from models.kind import ModelKind, Sizing
 from models.loop import train_network
 from models.specs import (
     AugmentationSpec,
@@ -38,10 +40,6 @@ _LAYERS: TypeAdapter[list[LayerSpec]] = TypeAdapter(list[LayerSpec])
 
 RESNET_WIDTHS = (16, 32, 64)  # channels of the three stages (He et al. 2016, CIFAR ResNets)
 RESNET_BLOCKS = 2  # BasicBlocks per stage: 6n+2 = 14 layers
-
-
-class SpecError(ValueError):
-    """A CNN spec that cannot work on the dataset's images; the message names the layer."""
 
 
 # --- shapes -------------------------------------------------------------------------------
@@ -404,32 +402,76 @@ def build_augmentation(
 # --- training -----------------------------------------------------------------------------
 
 
-def train(
-    spec: JobSpec, data: PreparedData, reporter: Reporter, *, cancel_poll_seconds: float = 1.0
-) -> TrainResult:
-    model = spec.model
-    assert isinstance(model, CNNSpec)
-    x = data.train.x  # (N, C, H, W) float32, normalised by the pipeline
-    if x.dim() != 4:
-        raise TrainingError(
-            f"the cnn kind needs images shaped (N, C, H, W); the data is {tuple(x.shape)}"
+class CNN(ModelKind):
+    name = "cnn"
+    spec = CNNSpec
+    data = "images"
+    example: ClassVar[dict[str, Any]] = {
+        "kind": "cnn",
+        "layers": [
+            {"type": "conv", "out_channels": 4, "kernel_size": 3},
+            {"type": "relu"},
+            {"type": "max_pool", "kernel_size": 2},
+        ],
+        "head": [16],
+    }
+
+    def check(self, spec: JobSpec, data: DataDescription) -> None:
+        assert isinstance(spec.model, CNNSpec)
+        shape = data.image_shape
+        if shape is None:
+            raise SpecError(
+                f"the cnn kind trains on images, and the dataset holds {data.what()}: upload "
+                "images (IDX files, a zip of class folders, or an NPZ with x shaped (N, H, W), "
+                "(N, H, W, C) or (N, C, H, W), C = 1 or 3)"
+            )
+        try:
+            check_cnn_spec(spec.model, shape)
+        except SpecError as exc:
+            c, h, w = shape
+            raise SpecError(f"{exc} (the images are {c}x{h}x{w}, C x H x W)") from exc
+
+    def config(self, spec: JobSpec, shape: Sizing) -> dict[str, Any]:
+        assert isinstance(spec.model, CNNSpec) and isinstance(shape, DataShape)
+        if len(shape.example) != 3:
+            raise TrainingError(
+                f"the cnn kind needs images shaped (N, C, H, W); one example is {shape.example}"
+            )
+        c, h, w = shape.example
+        try:
+            check_cnn_spec(spec.model, (c, h, w))
+        except SpecError as error:
+            raise TrainingError(str(error)) from error
+        return network_config(spec.model, (c, h, w), shape.outputs)
+
+    def build(self, config: dict[str, Any]) -> nn.Module:
+        return build(config)
+
+    def train(
+        self,
+        spec: JobSpec,
+        data: PreparedData | None,
+        reporter: Reporter,
+        *,
+        cancel_poll_seconds: float = 1.0,
+    ) -> TrainResult:
+        """The shared loop, with the spec's augmentation applied to each training batch on
+        the device, drawing from a generator of its own that checkpoints carry."""
+        assert data is not None and isinstance(spec.model, CNNSpec)
+        shape = data.shape()
+        config = self.config(spec, shape)
+        generator = torch.Generator(device=data.train.x.device).manual_seed(spec.training.seed)
+        augment = build_augmentation(spec.model.augmentation, shape.example, generator)
+        return train_network(
+            build,
+            config,
+            spec,
+            data,
+            reporter,
+            batch_transform=augment,
+            generators=[generator],
+            cancel_poll_seconds=cancel_poll_seconds,
         )
-    input_shape = (int(x.shape[1]), int(x.shape[2]), int(x.shape[3]))
-    try:
-        check_cnn_spec(model, input_shape)
-    except SpecError as error:
-        raise TrainingError(str(error)) from error
-    num_outputs = data.num_outputs
-    config = network_config(model, input_shape, num_outputs)
-    generator = torch.Generator(device=x.device).manual_seed(spec.training.seed)
-    augment = build_augmentation(model.augmentation, input_shape, generator)
-    return train_network(
-        build,
-        config,
-        spec,
-        data,
-        reporter,
-        batch_transform=augment,
-        generators=[generator],
-        cancel_poll_seconds=cancel_poll_seconds,
-    )
+
+
+KIND = CNN()

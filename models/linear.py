@@ -6,12 +6,22 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from models.base import EpochRecord, PreparedData, Reporter, TrainingError, TrainResult
+from models.base import (
+    DataShape,
+    EpochRecord,
+    PreparedData,
+    Reporter,
+    SpecError,
+    TrainingError,
+    TrainResult,
+)
+from models.describe import DataDescription
+from models.kind import ModelKind, Sizing
 from models.loop import Objective, final_metrics, fit, history_metrics
 from models.optimizers import build_optimizer
 from models.specs import JobSpec, LinearSpec
@@ -106,58 +116,104 @@ def solve_normal_equation(
     return solution, torch.zeros((), dtype=x.dtype)
 
 
-def train(
-    spec: JobSpec, data: PreparedData, reporter: Reporter, *, cancel_poll_seconds: float = 1.0
-) -> TrainResult:
-    model = spec.model
-    assert isinstance(model, LinearSpec)
-    in_features = data.num_features
-    width = poly_feature_count(in_features, model.degree)
-    if width > MAX_POLY_FEATURES:
-        raise TrainingError(
-            f"degree {model.degree} on {in_features} features gives {width} polynomial "
-            f"features, more than the limit of {MAX_POLY_FEATURES}; lower the degree or "
-            "choose fewer features"
+class Linear(ModelKind):
+    name = "linear"
+    spec = LinearSpec
+    example: ClassVar[dict[str, Any]] = {"kind": "linear"}
+
+    def check(self, spec: JobSpec, data: DataDescription) -> None:
+        assert isinstance(spec.model, LinearSpec)
+        message = _too_wide(spec.model, data.shape.features)
+        if message is not None:
+            raise SpecError(message)
+
+    def config(self, spec: JobSpec, shape: Sizing) -> dict[str, Any]:
+        model = spec.model
+        assert isinstance(model, LinearSpec) and isinstance(shape, DataShape)
+        message = _too_wide(model, shape.features)
+        if message is not None:
+            raise TrainingError(message)
+        binary = shape.task == "classification" and shape.outputs == 2
+        return {
+            "in_features": shape.features,
+            "out_features": 1 if shape.task == "regression" or binary else shape.outputs,
+            "degree": model.degree,
+            "fit_intercept": model.fit_intercept,
+        }
+
+    def build(self, config: dict[str, Any]) -> nn.Module:
+        return build(config)
+
+    def parameter_count(self, spec: JobSpec, shape: Sizing) -> int:
+        """Counted, not built: the polynomial features' index tables of a wide degree are
+        slow to enumerate even on the meta device."""
+        config = self.config(spec, shape)
+        width = poly_feature_count(config["in_features"], config["degree"])
+        out = config["out_features"]
+        return width * out + (out if config["fit_intercept"] else 0)
+
+    def planned_epochs(self, spec: JobSpec) -> int:
+        assert isinstance(spec.model, LinearSpec)
+        closed_form = spec.model.resolved_solver(spec.task) == "normal_equation"
+        return 1 if closed_form else spec.training.epochs
+
+    def train(
+        self,
+        spec: JobSpec,
+        data: PreparedData | None,
+        reporter: Reporter,
+        *,
+        cancel_poll_seconds: float = 1.0,
+    ) -> TrainResult:
+        """The normal equation in one step, or the shared loop with the L1/L2 penalty; the
+        polynomial features are standardised on the training part first."""
+        model = spec.model
+        assert data is not None and isinstance(model, LinearSpec)
+        config = self.config(spec, data.shape())
+        device = data.train.x.device
+        torch.manual_seed(spec.training.seed)
+        net = LinearNet(
+            config["in_features"], config["out_features"], model.degree, model.fit_intercept
+        ).to(device)
+        if net.poly is not None:
+            with torch.no_grad():
+                expanded = net.poly(data.train.x)  # (N, F_poly)
+                std = expanded.std(dim=0, unbiased=False)
+                std[std < 1e-12] = 1.0  # a constant column: leave it unscaled
+                net.feature_mean.copy_(expanded.mean(dim=0))
+                net.feature_std.copy_(std)
+        objective = Objective(data.task, data.num_classes, data.target_std, data.target_mean)
+
+        if model.resolved_solver(spec.task) == "normal_equation":
+            return _train_closed_form(net, model, objective, data, reporter, config)
+
+        def penalty() -> torch.Tensor:
+            w = net.linear.weight
+            return model.l2 * w.pow(2).sum() + model.l1 * w.abs().sum()
+
+        optimizer = build_optimizer(spec.optimizer, net.parameters())
+        use_penalty = model.l1 > 0 or model.l2 > 0
+        return fit(
+            net,
+            optimizer,
+            objective,
+            data,
+            spec.training,
+            reporter,
+            config,
+            penalty=penalty if use_penalty else None,
+            cancel_poll_seconds=cancel_poll_seconds,
         )
-    binary = data.task == "classification" and data.num_classes == 2
-    out_features = 1 if data.task == "regression" or binary else int(data.num_classes or 0)
-    config = {
-        "in_features": in_features,
-        "out_features": out_features,
-        "degree": model.degree,
-        "fit_intercept": model.fit_intercept,
-    }
-    device = data.train.x.device
-    torch.manual_seed(spec.training.seed)
-    net = LinearNet(in_features, out_features, model.degree, model.fit_intercept).to(device)
-    if net.poly is not None:
-        with torch.no_grad():
-            expanded = net.poly(data.train.x)  # (N, F_poly)
-            std = expanded.std(dim=0, unbiased=False)
-            std[std < 1e-12] = 1.0  # a constant column: leave it unscaled
-            net.feature_mean.copy_(expanded.mean(dim=0))
-            net.feature_std.copy_(std)
-    objective = Objective(data.task, data.num_classes, data.target_std, data.target_mean)
 
-    if model.resolved_solver(spec.task) == "normal_equation":
-        return _train_closed_form(net, model, objective, data, reporter, config)
 
-    def penalty() -> torch.Tensor:
-        w = net.linear.weight
-        return model.l2 * w.pow(2).sum() + model.l1 * w.abs().sum()
-
-    optimizer = build_optimizer(spec.optimizer, net.parameters())
-    use_penalty = model.l1 > 0 or model.l2 > 0
-    return fit(
-        net,
-        optimizer,
-        objective,
-        data,
-        spec.training,
-        reporter,
-        config,
-        penalty=penalty if use_penalty else None,
-        cancel_poll_seconds=cancel_poll_seconds,
+def _too_wide(model: LinearSpec, features: int) -> str | None:
+    width = poly_feature_count(features, model.degree)
+    if width <= MAX_POLY_FEATURES:
+        return None
+    return (
+        f"degree {model.degree} on {features} features gives {width} polynomial features, "
+        f"more than the limit of {MAX_POLY_FEATURES}; lower the degree or choose fewer "
+        "features"
     )
 
 
@@ -192,3 +248,6 @@ def _train_closed_form(
     tensors["rng"] = torch.Generator().get_state()
     reporter.checkpoint(1, tensors, None, {"epoch": 1, "metrics": history})
     return TrainResult(net, config, metrics, 1)
+
+
+KIND = Linear()

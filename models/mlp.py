@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
-from models.base import PreparedData, Reporter, TrainResult
-from models.blocks import ACTIVATIONS, dense_stack, init_weights  # noqa: F401 (models.rl)
-from models.loop import train_network
+from models.base import DataShape
+from models.blocks import dense_stack, init_weights
+from models.kind import ModelKind, Sizing
 from models.sequences import LastValueResidual
 from models.specs import JobSpec, MLPSpec
 
@@ -50,12 +50,17 @@ def network_config(
     }
 
 
-def train(
-    spec: JobSpec, data: PreparedData, reporter: Reporter, *, cancel_poll_seconds: float = 1.0
-) -> TrainResult:
-    model = spec.model
-    assert isinstance(model, MLPSpec)
-    config = network_config(model, data.num_features, data.num_outputs, data.task)
-    return train_network(
-        build, config, spec, data, reporter, cancel_poll_seconds=cancel_poll_seconds
-    )
+class MLP(ModelKind):
+    name = "mlp"
+    spec = MLPSpec
+    example: ClassVar[dict[str, Any]] = {"kind": "mlp", "hidden_layers": [16]}
+
+    def config(self, spec: JobSpec, shape: Sizing) -> dict[str, Any]:
+        assert isinstance(spec.model, MLPSpec) and isinstance(shape, DataShape)
+        return network_config(spec.model, shape.features, shape.outputs, shape.task)
+
+    def build(self, config: dict[str, Any]) -> nn.Module:
+        return build(config)
+
+
+KIND = MLP()

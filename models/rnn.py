@@ -4,14 +4,15 @@ bidirectional, goes through a dense head to class logits, a value, or `horizon` 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from models.base import PreparedData, Reporter, TrainingError, TrainResult
+from models.base import DataShape, SpecError, TrainingError
 from models.blocks import dense_head
-from models.loop import train_network
+from models.describe import DataDescription
+from models.kind import ModelKind, Sizing
 from models.sequences import LastValueResidual
 from models.specs import JobSpec, RNNSpec
 
@@ -70,17 +71,31 @@ def network_config(model: RNNSpec, input_size: int, num_outputs: int, task: str)
     }
 
 
-def train(
-    spec: JobSpec, data: PreparedData, reporter: Reporter, *, cancel_poll_seconds: float = 1.0
-) -> TrainResult:
-    model = spec.model
-    assert isinstance(model, RNNSpec)
-    x = data.train.x
-    if x.dim() != 3:
-        raise TrainingError(
-            f"the rnn kind needs sequences shaped (N, T, F); the data is {tuple(x.shape)}"
-        )
-    config = network_config(model, int(x.shape[2]), data.num_outputs, data.task)
-    return train_network(
-        build, config, spec, data, reporter, cancel_poll_seconds=cancel_poll_seconds
-    )
+class RNN(ModelKind):
+    name = "rnn"
+    spec = RNNSpec
+    data = "sequences"
+    example: ClassVar[dict[str, Any]] = {"kind": "rnn", "cell": "gru", "hidden_size": 16}
+
+    def check(self, spec: JobSpec, data: DataDescription) -> None:
+        if not data.is_sequences:
+            what = "a table" if data.is_table else f"x of shape {data.x_shape}"
+            raise SpecError(
+                f"the rnn kind trains on sequences, and the dataset holds {what}: upload an "
+                "NPZ with x shaped (N, T, F) or (N, T), or use task 'forecasting' on a time "
+                "series"
+            )
+
+    def config(self, spec: JobSpec, shape: Sizing) -> dict[str, Any]:
+        assert isinstance(spec.model, RNNSpec) and isinstance(shape, DataShape)
+        if len(shape.example) != 2:
+            raise TrainingError(
+                f"the rnn kind needs sequences shaped (N, T, F); one example is {shape.example}"
+            )
+        return network_config(spec.model, shape.example[1], shape.outputs, shape.task)
+
+    def build(self, config: dict[str, Any]) -> nn.Module:
+        return build(config)
+
+
+KIND = RNN()

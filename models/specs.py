@@ -8,9 +8,10 @@ belong to the chosen variant is refused instead of silently ignored.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 Activation = Literal["relu", "sigmoid", "tanh", "leaky_relu"]
 Task = Literal["regression", "classification", "forecasting", "reinforcement"]
@@ -805,10 +806,11 @@ class TabularSpec(_EnvironmentSpec):
 
 RL_KINDS = ("dqn", "q_learning", "sarsa")
 
-ModelSpec = Annotated[
-    LinearSpec | MLPSpec | CNNSpec | RNNSpec | DQNSpec | TabularSpec,
-    Field(discriminator="kind", description="The model, chosen by `kind`."),
-]
+MODEL_FIELD = Field(discriminator="kind", description="The model, chosen by `kind`.")
+ModelSpec = Annotated[LinearSpec | MLPSpec | CNNSpec | RNNSpec | DQNSpec | TabularSpec, MODEL_FIELD]
+# The union's members at run time: Keiko's own, then those of kinds registered from outside
+# (`add_model_spec`), which static types do not know of.
+MODEL_SPECS: list[type[BaseModel]] = list(get_args(get_args(ModelSpec)[0]))
 
 
 class JobSpec(StrictModel):
@@ -956,3 +958,21 @@ class JobSpec(StrictModel):
     @property
     def resolved_horizon(self) -> int:
         return self.horizon or 1
+
+
+def add_model_spec(spec: type[BaseModel]) -> None:
+    """Make `spec` (a model kind's, with a `kind: Literal[...]` field) one more member of
+    `JobSpec.model`'s union, for a kind registered from outside Keiko (`models.registry`).
+    Rebuilds `JobSpec` in place, so every later validation and the OpenAPI schema know it;
+    an API route built before this call would not, which is why plugins load first."""
+    if spec in MODEL_SPECS:
+        return
+    kind = spec.model_fields["kind"].annotation
+    taken = {get_args(m.model_fields["kind"].annotation)[0] for m in MODEL_SPECS}
+    if not get_args(kind) or get_args(kind)[0] in taken:
+        raise ValueError(f"{spec.__name__}.kind must be a Literal naming a new kind")
+    MODEL_SPECS.append(spec)
+    members: Any = Union.__getitem__(tuple(MODEL_SPECS))
+    annotation: Any = Annotated[members, MODEL_FIELD]
+    JobSpec.model_fields["model"] = FieldInfo.from_annotation(annotation)
+    JobSpec.model_rebuild(force=True)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from models.bundle import PolicyPredictor, Predictor, load_bundle
+from models.bundle import load_bundle
 from models.checkpoint import CorruptCheckpointError
+from models.predictors import Servable
 from models.registry import get_kind
 from service import repository
 from service.auth import Caller
@@ -23,21 +24,19 @@ log = logging.getLogger("keiko")
 
 
 class ModelCache:
-    """LRU of `Predictor`s keyed by model id; loading happens outside the lock."""
+    """LRU of predictors keyed by model id; loading happens outside the lock."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, Predictor | PolicyPredictor] = OrderedDict()
+        self._items: OrderedDict[str, Servable] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, model_id: str, path: Path, sha256: str) -> Predictor | PolicyPredictor:
+    def get(self, model_id: str, path: Path, sha256: str) -> Servable:
         with self._lock:
             if model_id in self._items:
                 self._items.move_to_end(model_id)
                 return self._items[model_id]
-        predictor = load_bundle(
-            path, expected_sha256=sha256, build=lambda k, c: get_kind(k).build(c)
-        )
+        predictor = load_bundle(path, expected_sha256=sha256, kinds=get_kind)
         with self._lock:
             self._items[model_id] = predictor
             self._items.move_to_end(model_id)
@@ -56,7 +55,7 @@ def model_cache(capacity: int) -> ModelCache:
 
 def load_predictor(
     model_id: str, caller: Caller, session: Session, settings: Settings, store: ArtifactStore
-) -> tuple[Predictor | PolicyPredictor, str]:
+) -> tuple[Servable, str]:
     """The cached predictor of one of the caller's models; 404 when they have no such model."""
     model = repository.get_model(session, model_id=model_id, owner_id=caller.user_id)
     if model is None:

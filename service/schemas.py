@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+import models.registry  # noqa: F401  (kinds named in KEIKO_KINDS join JobSpec before JobRead)
 from models.specs import JobSpec
 
 T = TypeVar("T")

@@ -13,20 +13,21 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Reporter, TrainResult, resolve_device
+from models.base import PreparedData, Reporter, TrainResult, resolve_device
 from models.blocks import ACTIVATIONS
 from models.checkpoint import restore_optimizer_state
-from models.envs import EnvInfo
+from models.envs import EnvInfo, check_env
+from models.kind import Sizing
 from models.optimizers import build_optimizer
 from models.rl.common import Cadence, Progress, Session, interface, open_envs
-from models.rl.episodes import ObservationEncoder
+from models.rl.episodes import ObservationEncoder, PolicyKind
 from models.schedules import LRScheduler
 from models.specs import DQNSpec, JobSpec
 
@@ -307,3 +308,33 @@ def _prefixed(
     state: dict[str, torch.Tensor], prefix: str, device: torch.device
 ) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v.to(device) for k, v in state.items() if k.startswith(prefix)}
+
+
+class DQN(PolicyKind):
+    name = "dqn"
+    spec = DQNSpec
+    example: ClassVar[dict[str, Any]] = {"kind": "dqn", "env": "CartPole-v1", "hidden_layers": [16]}
+
+    def environment(self, spec: JobSpec) -> EnvInfo:
+        assert isinstance(spec.model, DQNSpec)
+        return check_env(spec.model.env, spec.model.env_options, tabular=False)
+
+    def config(self, spec: JobSpec, shape: Sizing) -> dict[str, Any]:
+        assert isinstance(spec.model, DQNSpec) and isinstance(shape, EnvInfo)
+        return dqn_config(spec.model, shape)
+
+    def build(self, config: dict[str, Any]) -> nn.Module:
+        return build_dqn(config)
+
+    def train(
+        self,
+        spec: JobSpec,
+        data: PreparedData | None,
+        reporter: Reporter,
+        *,
+        cancel_poll_seconds: float = 1.0,
+    ) -> TrainResult:
+        return train_dqn(spec, data, reporter, cancel_poll_seconds=cancel_poll_seconds)
+
+
+KIND = DQN()

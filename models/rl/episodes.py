@@ -20,6 +20,7 @@ from torch import nn
 
 from models.base import InputError
 from models.envs import GRID_WORLD, EnvError, EnvInfo, make_env
+from models.kind import EnvironmentKind
 from models.specs import DQNSpec, GridWorldOptions, TabularSpec
 
 MAX_PARALLEL_EPISODES = 32  # environments an evaluation or rollout steps side by side
@@ -200,3 +201,11 @@ class PolicyPredictor:
         if played.paths is not None:
             answer["paths"] = played.paths
         return answer
+
+
+class PolicyKind(EnvironmentKind):
+    """An RL kind whose trained network is served as a greedy policy."""
+
+    def predictor(self, network: nn.Module, meta: dict[str, Any]) -> PolicyPredictor:
+        encoder = ObservationEncoder.from_json(meta["preprocessing"])
+        return PolicyPredictor(network, encoder, meta["env"])

@@ -7,15 +7,17 @@ serves. Evaluation rounds, history, checkpoints and cancellation go through
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from models.base import Reporter, TrainResult
+from models.base import PreparedData, Reporter, TrainResult
+from models.envs import EnvInfo, check_env
+from models.kind import Sizing
 from models.rl.common import Cadence, Session, interface, open_envs
-from models.rl.episodes import ObservationEncoder
+from models.rl.episodes import ObservationEncoder, PolicyKind
 from models.specs import JobSpec, TabularSpec
 
 
@@ -150,3 +152,45 @@ def train_tabular(
         epochs_run=p.evaluations,
         interface=interface(model, info, encoder),
     )
+
+
+class QLearning(PolicyKind):
+    """Tabular Q-learning (off-policy: it learns the greedy policy while exploring)."""
+
+    name = "q_learning"
+    spec = TabularSpec
+    example: ClassVar[dict[str, Any]] = {"kind": "q_learning", "env": "GridWorld"}
+
+    def environment(self, spec: JobSpec) -> EnvInfo:
+        assert isinstance(spec.model, TabularSpec)
+        return check_env(spec.model.env, spec.model.env_options, tabular=True)
+
+    def config(self, spec: JobSpec, shape: Sizing) -> dict[str, Any]:
+        assert isinstance(shape, EnvInfo)
+        return {"num_states": shape.obs_size, "num_actions": shape.num_actions}
+
+    def build(self, config: dict[str, Any]) -> nn.Module:
+        return build_table(config)
+
+    def parameter_count(self, spec: JobSpec, shape: Sizing) -> int:
+        return 0  # a Q-table is learned without gradients
+
+    def train(
+        self,
+        spec: JobSpec,
+        data: PreparedData | None,
+        reporter: Reporter,
+        *,
+        cancel_poll_seconds: float = 1.0,
+    ) -> TrainResult:
+        return train_tabular(spec, data, reporter, cancel_poll_seconds=cancel_poll_seconds)
+
+
+class Sarsa(QLearning):
+    """Tabular SARSA (on-policy: it learns the value of the exploring policy it follows)."""
+
+    name = "sarsa"
+    example: ClassVar[dict[str, Any]] = {"kind": "sarsa", "env": "GridWorld"}
+
+
+Q_LEARNING, SARSA = QLearning(), Sarsa()

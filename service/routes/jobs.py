@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
@@ -10,6 +9,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
+from models.registry import get_kind
 from models.specs import JobSpec
 from service import repository
 from service.auth import CallerDep, Credentials, authenticate
@@ -81,7 +81,7 @@ def create_job(
         dataset_id=spec.dataset_id,
         test_dataset_id=spec.test_dataset_id,
         queue=choose_queue(settings, spec.training.device),
-        epochs=_planned_epochs(spec),
+        epochs=get_kind(spec.model.kind).planned_epochs(spec),
     )
     repository.add_job(session, job=job)
     # The message is never sent before the row exists.
@@ -99,16 +99,6 @@ def create_job(
     answer = job_read(job)  # as recorded: a fast worker may already be running it
     send_job(job.id, job.queue)
     return answer
-
-
-def _planned_epochs(spec: JobSpec) -> int:
-    """History entries the job will write: epochs, one for a closed form, or evaluations."""
-    model = spec.model
-    if spec.task == "reinforcement":
-        return math.ceil(spec.training.total_steps / spec.resolved_eval_interval)
-    if model.kind == "linear" and model.resolved_solver(spec.task) == "normal_equation":
-        return 1
-    return spec.training.epochs
 
 
 @router.get("", response_model=Page[JobSummary], summary="List jobs")

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from models.base import InputError
-from models.rl.episodes import PolicyPredictor
+from models.predictors import Playable
 from service import repository
 from service.auth import CallerDep
 from service.deps import SessionDep, SettingsDep, StoreDep
@@ -79,7 +79,7 @@ def rollout(
     environment: the return and length of each episode, and for GridWorld the cells visited.
     Episode k is reset with `seed + k`, so the same request gives the same episodes."""
     predictor, found = load_predictor(model_id, caller, session, settings, store)
-    if not isinstance(predictor, PolicyPredictor):
+    if not isinstance(predictor, Playable):
         raise Unprocessable(
             f"model {found!r} is not a policy: rollouts need a dqn, q_learning or sarsa model"
         )

@@ -18,6 +18,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from models.base import PreparedData, Split, TrainingError
 from models.cnn import (
+    KIND,
     BatchAugmentation,
     ConvNet,
     SeparableConv2d,
@@ -28,7 +29,6 @@ from models.cnn import (
     conv_output_size,
     network_config,
     plan_layers,
-    train,
 )
 from models.registry import get_kind
 from models.specs import AugmentationSpec, CNNSpec, JobSpec, LayerSpec
@@ -377,11 +377,11 @@ def test_trains_on_digits(tmp_path: Path) -> None:
 
 def test_train_refuses_what_cannot_fit_the_images() -> None:
     with pytest.raises(TrainingError, match=r"layer 4 \(conv, kernel 5\)"):
-        train(job({"architecture": "lenet5"}), digits(), MemoryReporter())
+        KIND.train(job({"architecture": "lenet5"}), digits(), MemoryReporter())
     data = digits()
     data.train = Split(data.train.x.flatten(1), data.train.y)
     with pytest.raises(TrainingError, match=r"\(N, C, H, W\)"):
-        train(job({"architecture": "simple"}), data, MemoryReporter())
+        KIND.train(job({"architecture": "simple"}), data, MemoryReporter())
 
 
 @pytest.mark.parametrize("probability", [0.25, 0.5, 0.9])

@@ -145,7 +145,7 @@ def test_lstm_forecast_beats_seasonal_naive_and_predicts_its_horizon(
     predictor = load_bundle(
         tmp_path / "model.safetensors",
         expected_sha256=None,
-        build=lambda kind, config: get_kind(kind).build(config),
+        kinds=get_kind,
     )
     last = pd.read_csv(source.path)["v"].to_numpy()[-24:]
     answer = predictor.predict([last.tolist(), [[v] for v in last]])

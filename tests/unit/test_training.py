@@ -231,7 +231,7 @@ def test_bundle_round_trip_predicts_the_same(iris_csv: DataSource, tmp_path: Pat
     result, data = train(spec, iris_csv, MemoryReporter(tmp_path))
     path = tmp_path / "model.safetensors"
     sha = save_bundle(path, kind="mlp", interface=data.interface(), result=result)
-    predictor = load_bundle(path, expected_sha256=sha, build=lambda k, c: get_kind(k).build(c))
+    predictor = load_bundle(path, expected_sha256=sha, kinds=get_kind)
     frame = pd.read_csv(iris_csv.path).drop(columns=["species"])
     records = frame.iloc[:5].to_dict(orient="records")
     out = predictor.predict(records)

@@ -1,0 +1,119 @@
+"""The model-kind interface. A kind is one module that defines its spec (a member of
+`models.specs.ModelSpec`) and one `ModelKind` subclass; `models.registry` is the one table
+of kinds. The service and the worker ask the kind: they name none.
+
+What a kind answers, in the order a job meets it:
+- `check`: can it learn from this data (described once, from the dataset's record)? A
+  `SpecError` whose message names the problem is the 422 of `POST /jobs`.
+- `config` and `build`: the JSON that sizes its network (stored with the model) and the
+  network it builds; `parameter_count` counts that network on the meta device, so a network
+  too big for the workers is refused before it exists.
+- `train`: the job itself, reporting through a `Reporter`.
+- `predictor`: what serves the trained model, and `signature`, what an exporter needs to
+  know (input and output names, dtypes and shapes).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from models.base import DataShape, PreparedData, Reporter, TrainResult
+from models.describe import DataDescription
+from models.envs import EnvInfo
+from models.loop import train_network
+from models.predictors import Servable, supervised_predictor
+from models.specs import JobSpec
+
+Sizing = DataShape | EnvInfo  # what a network is sized by: its data's shape, or environment
+
+
+def meta_parameter_count(network: nn.Module) -> int:
+    return sum(p.numel() for p in network.parameters() if p.requires_grad)
+
+
+class ModelKind(ABC):
+    """One model kind: everything Keiko needs to know about it, in one place."""
+
+    name: ClassVar[str]
+    spec: ClassVar[type[BaseModel]]  # its member of models.specs.ModelSpec
+    # "dense": rows (tables, or arrays flattened); "images": (N, C, H, W); "sequences":
+    # (N, T, F); "environment": it learns from an environment and takes no dataset.
+    data: ClassVar[str] = "dense"
+    example: ClassVar[dict[str, Any]]  # the smallest useful `model` section (docs, tests)
+
+    def check(self, spec: JobSpec, data: DataDescription) -> None:
+        """Refuse data this kind cannot learn from, or a spec that cannot fit it: raise
+        `SpecError` with a message naming the problem. The data and the task were checked
+        already (`models.describe`); by default any data the task allows will do."""
+        return None
+
+    @abstractmethod
+    def config(self, spec: JobSpec, shape: Sizing) -> dict[str, Any]:
+        """JSON that `build` turns into the network: stored with the model, so it holds
+        every number the network's shape depends on. `shape` is the data's (supervised
+        kinds) or the environment's (reinforcement learning)."""
+
+    @abstractmethod
+    def build(self, config: dict[str, Any]) -> nn.Module: ...
+
+    def parameter_count(self, spec: JobSpec, shape: Sizing) -> int:
+        """Trainable parameters of the network `spec` trains on data of `shape`, built on the
+        meta device: shapes without storage, so a network far too big for the machine is
+        counted in milliseconds."""
+        with torch.device("meta"):
+            network = self.build(self.config(spec, shape))
+        return meta_parameter_count(network)
+
+    def train(
+        self,
+        spec: JobSpec,
+        data: PreparedData | None,
+        reporter: Reporter,
+        *,
+        cancel_poll_seconds: float = 1.0,
+    ) -> TrainResult:
+        """The shared supervised loop (`models.loop`) on the network `config` sizes from the
+        prepared data (None for the kinds that make their own environments)."""
+        assert data is not None, f"kind {self.name} trains on a dataset"
+        config = self.config(spec, data.shape())
+        return train_network(
+            self.build, config, spec, data, reporter, cancel_poll_seconds=cancel_poll_seconds
+        )
+
+    def planned_epochs(self, spec: JobSpec) -> int:
+        """History entries the job will write (epochs; RL kinds: evaluations)."""
+        return spec.training.epochs
+
+    def predictor(self, network: nn.Module, meta: dict[str, Any]) -> Servable:
+        """What serves the trained `network`; `meta` is its bundle's metadata (the config,
+        the stored preprocessing, the labels)."""
+        return supervised_predictor(network, meta)
+
+
+class EnvironmentKind(ModelKind):
+    """A kind that learns from an environment (reinforcement learning): its network is sized
+    by the environment's description (`config` gets an `EnvInfo`), and it takes no data."""
+
+    data: ClassVar[str] = "environment"
+
+    @abstractmethod
+    def environment(self, spec: JobSpec) -> EnvInfo:
+        """The job's environment, described; raises `EnvError` when it cannot be made."""
+
+    @abstractmethod
+    def train(
+        self,
+        spec: JobSpec,
+        data: PreparedData | None,
+        reporter: Reporter,
+        *,
+        cancel_poll_seconds: float = 1.0,
+    ) -> TrainResult: ...
+
+    def planned_epochs(self, spec: JobSpec) -> int:
+        return -(-spec.training.total_steps // spec.resolved_eval_interval)
