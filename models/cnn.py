@@ -23,6 +23,7 @@ from models.blocks import activation_layer, dense_head, init_by_activation
 from models.describe import DataDescription
 from models.kind import ModelKind, Sizing
 from models.loop import train_network
+from models.prepare import DataSource, prepare_data
 from models.specs import (
     AugmentationSpec,
     BatchNormLayerSpec,
@@ -446,6 +447,14 @@ class CNN(ModelKind):
 
     def build(self, config: dict[str, Any]) -> nn.Module:
         return build(config)
+
+    def prepare(
+        self, spec: JobSpec, source: DataSource, test_source: DataSource | None
+    ) -> PreparedData:
+        """Images, standardised by the spec's `normalize` when it gives the statistics."""
+        assert isinstance(spec.model, CNNSpec)
+        normalize = spec.model.normalize
+        return prepare_data(spec, source, test_source, form="images", normalize=normalize)
 
     def train(
         self,

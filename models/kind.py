@@ -27,6 +27,7 @@ from models.describe import DataDescription
 from models.envs import EnvInfo
 from models.loop import train_network
 from models.predictors import Servable, supervised_predictor
+from models.prepare import DataSource, prepare_data
 from models.specs import JobSpec
 
 Sizing = DataShape | EnvInfo  # what a network is sized by: its data's shape, or environment
@@ -68,6 +69,12 @@ class ModelKind(ABC):
         with torch.device("meta"):
             network = self.build(self.config(spec, shape))
         return meta_parameter_count(network)
+
+    def prepare(
+        self, spec: JobSpec, source: DataSource, test_source: DataSource | None
+    ) -> PreparedData:
+        """The training tensors from the job's dataset files, in the form this kind takes."""
+        return prepare_data(spec, source, test_source, form=self.data)
 
     def train(
         self,

@@ -22,21 +22,32 @@ from models.image_io import ImageSet, load_image_set, read_image_npz
 from models.image_preprocessing import ImagePreprocessor
 from models.preprocessing import ArrayPreprocessor, TabularPreprocessor, validate_columns
 from models.sequences import load_sequence_encoder, prepare_forecasting, prepare_sequences
-from models.specs import CNNSpec, JobSpec, RNNSpec
+from models.specs import JobSpec, NormalizeSpec
 from models.splits import DataSource, assemble, prepare_arrays, split_rows
 
 
-def prepare_data(spec: JobSpec, source: DataSource, test_source: DataSource | None) -> PreparedData:
+def prepare_data(
+    spec: JobSpec,
+    source: DataSource,
+    test_source: DataSource | None,
+    *,
+    form: str = "dense",
+    normalize: NormalizeSpec | None = None,
+) -> PreparedData:
+    """The training tensors of a job whose kind takes data in `form` (`ModelKind.data`:
+    dense rows, images or sequences; an NPZ of (N, T, F) is sequences to one kind and
+    grayscale images to another). `normalize`: fixed per-channel statistics for images
+    instead of the training part's."""
     if spec.task == "forecasting":
         if not source.is_table:
             raise DataError("forecasting reads a time series from a table (CSV or Parquet)")
         return prepare_forecasting(spec, source, test_source)
     if source.is_table:
         return _prepare_table(spec, source, test_source)
-    if isinstance(spec.model, RNNSpec):
+    if form == "sequences":
         return prepare_sequences(spec, source, test_source)
-    if source.is_image_set or isinstance(spec.model, CNNSpec):
-        return _prepare_images(spec, source, test_source)
+    if source.is_image_set or form == "images":
+        return _prepare_images(spec, source, test_source, normalize)
     return prepare_arrays(spec, source, test_source)
 
 
@@ -60,7 +71,10 @@ def _read_images(source: DataSource) -> ImageSet:
 
 
 def _prepare_images(
-    spec: JobSpec, source: DataSource, test_source: DataSource | None
+    spec: JobSpec,
+    source: DataSource,
+    test_source: DataSource | None,
+    normalize: NormalizeSpec | None,
 ) -> PreparedData:
     """Images (N, C, H, W) scaled to [0, 1] and standardised per channel."""
     sets = [_read_images(source)]
@@ -72,7 +86,6 @@ def _prepare_images(
                 f"images are {list(sets[0].x.shape[1:])}"
             )
     rows = split_rows(spec, len(sets[0].x), has_test_dataset=test_source is not None)
-    normalize = spec.model.normalize if isinstance(spec.model, CNNSpec) else None
     encoder = ImagePreprocessor.fit(
         sets[0].x[rows[0]],
         normalize.mean if normalize is not None else None,

@@ -19,7 +19,7 @@ from models.base import Cancelled, Deadline, Released, TrainingError, resolve_de
 from models.data import DataError
 from models.metrics import json_safe
 from models.policy import Retention
-from models.prepare import DataSource, prepare_data
+from models.prepare import DataSource
 from models.registry import get_kind
 from models.specs import JobSpec
 from service import repository
@@ -158,9 +158,10 @@ def _train_and_record(
         with session_scope() as session:
             repository.set_device(session, job_id=job_id, device=str(device))
         # Reinforcement learning has no dataset: its kinds make their own environments.
-        data = prepare_data(spec, source, test_source).to(device) if source else None
+        kind = get_kind(spec.model.kind)
+        data = kind.prepare(spec, source, test_source).to(device) if source else None
         try:
-            result = get_kind(spec.model.kind).train(
+            result = kind.train(
                 spec, data, reporter, cancel_poll_seconds=settings.cancel_poll_seconds
             )
         except Exception:

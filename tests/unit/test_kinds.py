@@ -20,7 +20,7 @@ from models.data import inspect_dataset
 from models.describe import describe
 from models.envs import make_env
 from models.kind import EnvironmentKind, ModelKind
-from models.prepare import DataSource, prepare_data
+from models.prepare import DataSource
 from models.registry import KINDS, get_kind
 from models.specs import DQNSpec, JobSpec, TabularSpec
 from tests.unit.reporting import MemoryReporter
@@ -93,7 +93,7 @@ def test_every_kind_keeps_the_kind_contract(name: str, tmp_path: Path) -> None:
         description = describe(spec, info, form=kind.data)
         kind.check(spec, description)
         counted = kind.parameter_count(spec, description.shape)
-        data = prepare_data(spec, source, None)
+        data = get_kind(spec.model.kind).prepare(spec, source, None)
     assert isinstance(spec.model, kind.spec)
 
     reporter = MemoryReporter(tmp_path)

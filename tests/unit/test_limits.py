@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from models.base import Deadline, EpochRecord, TimeLimitExceeded, TrainingError
 from models.data import inspect_dataset
 from models.envs import check_env
-from models.prepare import DataSource, prepare_data
+from models.prepare import DataSource
 from models.registry import get_kind
 from models.rl.dqn import train_dqn
 from models.rl.tabular import train_tabular
@@ -104,7 +104,7 @@ class SlowReporter(MemoryReporter):
 
 def fit_iris(source: DataSource, reporter: MemoryReporter, epochs: int) -> None:
     spec = JobSpec.model_validate(table_job(epochs=epochs, batch_size=16))
-    data = prepare_data(spec, source, None)
+    data = get_kind(spec.model.kind).prepare(spec, source, None)
     get_kind("mlp").train(spec, data, reporter, cancel_poll_seconds=0.0)
 
 
@@ -181,7 +181,7 @@ def record(source: DataSource) -> Dataset:
 
 def built_parameters(spec: JobSpec, source: DataSource) -> int:
     """Parameters of the network a one-epoch job actually trains."""
-    data = prepare_data(spec, source, None)
+    data = get_kind(spec.model.kind).prepare(spec, source, None)
     result = get_kind(spec.model.kind).train(spec, data, MemoryReporter(), cancel_poll_seconds=0.0)
     return sum(p.numel() for p in result.network.parameters())
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from models.bundle import load_bundle, save_bundle
-from models.prepare import DataSource, prepare_data
+from models.prepare import DataSource
 from models.registry import get_kind
 from models.rnn import build
 from models.specs import JobSpec
@@ -65,7 +65,7 @@ def rnn_spec(task: str = "classification", **model: Any) -> JobSpec:
 )
 def test_cells_learn_sequence_classification(model: dict[str, Any], tmp_path: Path) -> None:
     spec = rnn_spec(**model)
-    data = prepare_data(spec, spike_sequences(tmp_path / "s.npz"), None)
+    data = get_kind(spec.model.kind).prepare(spec, spike_sequences(tmp_path / "s.npz"), None)
     result = get_kind("rnn").train(spec, data, MemoryReporter(tmp_path))
     assert result.metrics["test"]["accuracy"] > 0.85  # chance is 0.5
     assert len(result.metrics["test"]["per_class_accuracy"]) == 2
@@ -93,7 +93,7 @@ def test_sequence_regression(tmp_path: Path) -> None:
     y = x[:, :, 0].sum(axis=1)  # the sum of the sequence
     np.savez(tmp_path / "r.npz", x=x, y=y)
     spec = rnn_spec("regression", cell="gru")
-    data = prepare_data(spec, DataSource(tmp_path / "r.npz", "npz"), None)
+    data = get_kind(spec.model.kind).prepare(spec, DataSource(tmp_path / "r.npz", "npz"), None)
     result = get_kind("rnn").train(spec, data, MemoryReporter(tmp_path))
     assert result.metrics["test"]["r2"] > 0.9
 
@@ -133,7 +133,7 @@ def test_lstm_forecast_beats_seasonal_naive_and_predicts_its_horizon(
         }
     )
     source = seasonal_csv(tmp_path / "s.csv")
-    data = prepare_data(spec, source, None)
+    data = get_kind(spec.model.kind).prepare(spec, source, None)
     result = get_kind("rnn").train(spec, data, MemoryReporter(tmp_path))
     test = result.metrics["test"]
     assert test["rmse"] < 0.9 * test["seasonal_naive_rmse"]
