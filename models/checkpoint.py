@@ -300,3 +300,11 @@ def load_checkpoint(path: Path, *, expected_sha256: str | None = None) -> Checkp
         else:
             raise CorruptCheckpointError(f"{path}: unexpected tensor name {name!r}")
     return Checkpoint(model_state, optimizer_tensors, meta)
+
+
+def prefixed(
+    state: dict[str, torch.Tensor], prefix: str, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The tensors of `state` saved under `prefix` ("net.", "best.", "online."), with the
+    prefix taken off and moved to `device`: one checkpoint holds several state dicts."""
+    return {k[len(prefix) :]: v.to(device) for k, v in state.items() if k.startswith(prefix)}

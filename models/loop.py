@@ -28,12 +28,13 @@ from models.base import (
     Split,
     TrainResult,
 )
-from models.checkpoint import restore_optimizer_state
+from models.checkpoint import prefixed, restore_optimizer_state
 from models.metrics import classification_metrics, regression_metrics
 from models.optimizers import build_optimizer
 from models.policy import CheckpointClock
 from models.schedules import LRScheduler
 from models.specs import JobSpec, TrainingSpec
+from models.watch import Watch
 
 EVAL_BATCH = 8192
 HISTORY_METRICS = ("accuracy", "f1", "log_loss", "mse", "rmse", "mae", "r2")
@@ -117,16 +118,12 @@ def history_metrics(prefix: str, metrics: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}_{k}": metrics[k] for k in HISTORY_METRICS if k in metrics}
 
 
-class _Watch:
-    """Between batches and epochs: stops the job once its deadline passes (a clock read, no
-    I/O) and asks the reporter whether it was cancelled at most every `interval` seconds."""
+class _EpochWatch(Watch):
+    """The shared watcher, with the progress and the deadline's wording of epochs."""
 
     def __init__(self, reporter: Reporter, interval: float, epochs: int) -> None:
-        self.reporter = reporter
-        self.interval = interval
+        super().__init__(reporter, interval)
         self.epochs = epochs
-        self.deadline = reporter.deadline()
-        self.last = time.monotonic()
 
     def check(
         self, epoch: int, *, finished: bool = False, batch: int = 0, batches: int = 0
@@ -135,16 +132,12 @@ class _Watch:
         finished is past any deadline)."""
         if batches:
             self.reporter.progress(batch, batches)
-        now = time.monotonic()
-        if self.deadline is not None and self.deadline.passed(now):
-            if not finished:
-                raise self.deadline.exceeded(f"in epoch {epoch} of {self.epochs}")
-            if epoch < self.epochs:
-                raise self.deadline.exceeded(f"after epoch {epoch} of {self.epochs}")
-        if now - self.last >= self.interval:
-            self.last = now
-            if self.reporter.cancelled():
-                raise Cancelled()
+        if not finished:
+            if self.past_deadline:
+                self.check_deadline(f"in epoch {epoch} of {self.epochs}")
+        elif epoch < self.epochs and self.past_deadline:
+            self.check_deadline(f"after epoch {epoch} of {self.epochs}")
+        self.poll()
 
 
 def fit(
@@ -186,11 +179,8 @@ def fit(
     resumed = reporter.resume()
     if resumed is not None:
         state, meta = resumed.model_state, resumed.meta
-        network.load_state_dict(
-            {k[len("net.") :]: v.to(device) for k, v in state.items() if k.startswith("net.")}
-        )
-        best = {k[len("best.") :]: v.to(device) for k, v in state.items() if k.startswith("best.")}
-        best_state = best or None
+        network.load_state_dict(prefixed(state, "net.", device))
+        best_state = prefixed(state, "best.", device) or None
         _restore_random_state(state, generator, generators, device)
         if resumed.optimizer_tensors or meta.get("optimizer"):
             restore_optimizer_state(optimizer, resumed.optimizer_tensors, meta)
@@ -236,7 +226,7 @@ def fit(
         save(epoch, {"batch": done, "batches": batches}, epoch_rng, **place)
 
     checkpoints = CheckpointClock(training.checkpoint_every, training.checkpoint_seconds)
-    watch = _Watch(reporter, cancel_poll_seconds, training.epochs)
+    watch = _EpochWatch(reporter, cancel_poll_seconds, training.epochs)
     train, n = data.train, len(data.train)
     scale = objective.loss_scale()
     epoch = start_epoch - 1

@@ -33,6 +33,7 @@ from models.rl.episodes import (
     run_episodes,
 )
 from models.specs import DQNSpec, ExplorationSpec, JobSpec, TabularSpec
+from models.watch import Watch
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation episodes never replay the training episodes' seeds
 FINAL_SEED_OFFSET = 2_000_003  # nor the evaluations that chose the best network
@@ -91,9 +92,7 @@ class Session:
         self.info, self.encoder = info, encoder
         self.total = spec.training.total_steps
         self.interval = spec.resolved_eval_interval
-        self.cancel_poll_seconds = cancel_poll_seconds
-        self.deadline = reporter.deadline()
-        self.last_poll = time.monotonic()
+        self.watch = Watch(reporter, cancel_poll_seconds)
         parallel = min(spec.training.eval_episodes, MAX_PARALLEL_EPISODES)
         self.eval_envs = make_envs(env_config(model), parallel)
         self.progress = Progress()
@@ -112,20 +111,16 @@ class Session:
         episodes and an empty replay buffer, as after any checkpoint."""
         step = self.progress.step
         self.reporter.progress(self.interval_steps, self.interval, step)
-        now = time.monotonic()
-        if self.deadline is not None and self.deadline.passed(now) and step < self.total:
-            raise self.deadline.exceeded(f"at step {step} of {self.total}")
+        if step < self.total and self.watch.past_deadline:
+            self.watch.check_deadline(f"at step {step} of {self.total}")
         if self.checkpoints.overdue() and step < self.total:  # a long interval: save inside
             self.save_inside(save)
-        if now - self.last_poll >= self.cancel_poll_seconds:
-            self.last_poll = now
-            try:
-                if self.reporter.cancelled():
-                    raise Cancelled()
-            except Cancelled as stop:
-                if stop.keeps_state and self.saved_step != step:
-                    self.save_inside(save)
-                raise
+        try:
+            self.watch.poll()
+        except Cancelled as stop:
+            if stop.keeps_state and self.saved_step != step:
+                self.save_inside(save)
+            raise
 
     def save_inside(self, save: Callable[[int, dict[str, Any]], None]) -> None:
         """A checkpoint at this step, numbered as the evaluation under way."""

@@ -22,7 +22,7 @@ from torch import nn
 
 from models.base import PreparedData, Reporter, TrainResult, resolve_device
 from models.blocks import ACTIVATIONS
-from models.checkpoint import restore_optimizer_state
+from models.checkpoint import prefixed, restore_optimizer_state
 from models.envs import EnvInfo, check_env
 from models.kind import Sizing
 from models.optimizers import build_optimizer
@@ -236,9 +236,9 @@ def train_dqn(
     resumed = reporter.resume()
     if resumed is not None:
         state = resumed.model_state
-        online.load_state_dict(_prefixed(state, "online.", device))
-        target.load_state_dict(_prefixed(state, "target.", device))
-        p.best_state = _prefixed(state, "best.", device) or None
+        online.load_state_dict(prefixed(state, "online.", device))
+        target.load_state_dict(prefixed(state, "target.", device))
+        p.best_state = prefixed(state, "best.", device) or None
         if resumed.optimizer_tensors or resumed.meta.get("optimizer"):
             restore_optimizer_state(optimizer, resumed.optimizer_tensors, resumed.meta)
         session.restore_progress(resumed.meta)
@@ -302,12 +302,6 @@ def train_dqn(
         epochs_run=p.evaluations,
         interface=interface(model, info, encoder),
     )
-
-
-def _prefixed(
-    state: dict[str, torch.Tensor], prefix: str, device: torch.device
-) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) :]: v.to(device) for k, v in state.items() if k.startswith(prefix)}
 
 
 class DQN(PolicyKind):
