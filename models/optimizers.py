@@ -1,4 +1,4 @@
-"""Optimizer specs (models/specs.py) turned into `torch.optim` optimizers.
+"""Optimizer specs (models/specs/optimizers.py) turned into `torch.optim` optimizers.
 
 PyTorch's own implementations are used as they are; the specs only choose among them and
 rename a few arguments (RMSProp's `decay_rate` is PyTorch's `alpha`). The update rules,

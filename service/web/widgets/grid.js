@@ -38,7 +38,7 @@ function svg(tag, attrs = {}, ...children) {
   return node;
 }
 
-// The cells of a GridWorld spec's env_options (models/specs.py GridWorldOptions).
+// The cells of a GridWorld spec's env_options (models/specs/rl.py GridWorldOptions).
 export function gridLayout(options) {
   if (options?.layout) return options.layout;
   if (options?.rows && options?.cols) {
