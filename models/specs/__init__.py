@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Union, get_args
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from models.specs.base import (
@@ -195,6 +201,23 @@ class JobSpec(StrictModel):
             model = data.get("model")
             if isinstance(model, dict) and model.get("kind") in RL_KINDS:
                 return {**data, "task": "reinforcement"}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _only_what_applies(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        """A job's stored (and answered) spec holds only the training settings of its kind's
+        family: no `total_steps` on a supervised job, no `epochs` on an RL one. Validating
+        it again gives the same spec (the others are at their defaults, which is all either
+        family allows). The schema is unchanged: every field may still be sent, and with no
+        return annotation pydantic documents the answer with the model's own schema."""
+        data = handler(self)
+        training = data.get("training") if isinstance(data, dict) else None
+        if isinstance(training, dict):
+            unused = (
+                SUPERVISED_TRAINING_FIELDS if self.task == "reinforcement" else RL_TRAINING_FIELDS
+            )
+            for name in unused:
+                training.pop(name, None)
         return data
 
     @model_validator(mode="after")

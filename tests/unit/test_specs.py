@@ -84,3 +84,29 @@ def test_spec_round_trips_through_json() -> None:
         )
     )
     assert JobSpec.model_validate(parsed.model_dump(mode="json")) == parsed
+
+
+def test_a_stored_spec_holds_only_its_familys_training_settings() -> None:
+    """No `total_steps` on a supervised job's stored spec, no `epochs` on an RL job's; the
+    stored form validates back to the same spec, and a field of the other family that is
+    sent is still refused, by name."""
+    supervised = JobSpec.model_validate(
+        {"dataset_id": "d", "task": "regression", "target": "y", "model": {"kind": "mlp"}}
+    )
+    stored = supervised.model_dump(mode="json")
+    assert "epochs" in stored["training"] and "total_steps" not in stored["training"]
+    assert not {"eval_interval", "eval_episodes"} & set(stored["training"])
+    assert JobSpec.model_validate(stored) == supervised
+
+    rl = JobSpec.model_validate({"model": {"kind": "dqn"}, "training": {"total_steps": 900}})
+    stored = rl.model_dump(mode="json")
+    assert stored["training"]["total_steps"] == 900 and "epochs" not in stored["training"]
+    assert not {"batch_size", "validation_split", "early_stopping"} & set(stored["training"])
+    assert JobSpec.model_validate(stored) == rl
+
+    with pytest.raises(ValidationError, match=r"training\.total_steps belong to reinforcement"):
+        JobSpec.model_validate({**stored_supervised(), "training": {"total_steps": 10}})
+
+
+def stored_supervised() -> dict[str, object]:
+    return {"dataset_id": "d", "task": "regression", "target": "y", "model": {"kind": "mlp"}}
