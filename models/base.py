@@ -133,6 +133,7 @@ class PreparedData:
         input schema and how outputs map back to labels or values."""
         return {
             "task": self.task,
+            "example_shape": list(self.shape().example),
             "num_classes": self.num_classes,
             "target_mean": self.target_mean,
             "target_std": self.target_std,

@@ -1,6 +1,6 @@
-"""Building blocks every network kind shares: activations, weight initialisation, and the
+"""Building blocks every network kind shares: activations, weight initialisation, the
 dense stack (hidden layers and an output layer) that an MLP is and that the convolutional
-and recurrent kinds end in.
+and recurrent kinds end in, and the forecasting residual any kind can wrap a network in.
 
 One initialisation function serves every kind. He (Kaiming) keeps the variance of ReLU-like
 activations from shrinking layer after layer; Xavier (Glorot) with the activation's gain
@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, cast
 
+import torch
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -96,3 +97,20 @@ def dense_head(
     return nn.Sequential(
         *dense_stack(in_features, hidden, num_outputs, activation, init, dropout=dropout)
     )
+
+
+class LastValueResidual(nn.Module):
+    """Forecasts as changes from the window's last target value: the level of each window
+    is taken off its target column before `network` sees it and added back to the outputs.
+    Standardised windows then look alike at any level, so a trend that carries the series
+    beyond the training range is still forecast from its shape (the naive forecast is the
+    network's zero)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, W, F) -> (B, horizon)
+        level = x[:, -1:, :1]  # (B, 1, 1): the last target value, standardised
+        shifted = torch.cat([x[:, :, :1] - level, x[:, :, 1:]], dim=-1)
+        return self.network(shifted) + level[:, 0]

@@ -16,6 +16,7 @@ What a kind answers, in the order a job meets it:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -31,6 +32,23 @@ from models.prepare import DataSource, prepare_data
 from models.specs import JobSpec
 
 Sizing = DataShape | EnvInfo  # what a network is sized by: its data's shape, or environment
+OUTPUT_NAMES = {"classification": "logits", "reinforcement": "q_values"}  # else "values"
+
+
+@dataclass(frozen=True)
+class TensorSignature:
+    name: str
+    dtype: str  # a torch dtype's name: float32, int64
+    shape: tuple[int, ...]  # -1: any size (the batch; a sequence's length)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A trained network's input and output tensors, as an exporter (ONNX) or a serving
+    protocol's model metadata names them."""
+
+    inputs: tuple[TensorSignature, ...]
+    outputs: tuple[TensorSignature, ...]
 
 
 def meta_parameter_count(network: nn.Module) -> int:
@@ -46,6 +64,7 @@ class ModelKind(ABC):
     # (N, T, F); "environment": it learns from an environment and takes no dataset.
     data: ClassVar[str] = "dense"
     example: ClassVar[dict[str, Any]]  # the smallest useful `model` section (docs, tests)
+    dynamic_axes: ClassVar[tuple[int, ...]] = ()  # input axes besides the batch of any size
 
     def check(self, spec: JobSpec, data: DataDescription) -> None:
         """Refuse data this kind cannot learn from, or a spec that cannot fit it: raise
@@ -96,6 +115,31 @@ class ModelKind(ABC):
         """History entries the job will write (epochs; RL kinds: evaluations)."""
         return spec.training.epochs
 
+    def signature(self, meta: dict[str, Any]) -> Signature:
+        """The network's input and output tensors, from its bundle's metadata: the network
+        is built from its config and run once on an example input."""
+        example = self.example_input(meta)
+        network = self.build(meta["config"]).eval()
+        with torch.inference_mode():
+            out = network(example)
+        shape = [-1, *example.shape[1:]]
+        for axis in self.dynamic_axes:
+            shape[axis] = -1
+        name = OUTPUT_NAMES.get(meta["task"], "values")
+        return Signature(
+            inputs=(TensorSignature("input", _dtype_name(example.dtype), tuple(shape)),),
+            outputs=(TensorSignature(name, _dtype_name(out.dtype), (-1, *out.shape[1:])),),
+        )
+
+    def example_input(self, meta: dict[str, Any]) -> torch.Tensor:
+        """Two examples of what the network takes (after the stored preprocessing)."""
+        if "example_shape" not in meta:
+            raise ValueError(
+                "this model was saved before bundles recorded their input shape; train it "
+                "again to export it"
+            )
+        return torch.zeros((2, *meta["example_shape"]), dtype=torch.float32)
+
     def predictor(self, network: nn.Module, meta: dict[str, Any]) -> Servable:
         """What serves the trained `network`; `meta` is its bundle's metadata (the config,
         the stored preprocessing, the labels)."""
@@ -124,3 +168,7 @@ class EnvironmentKind(ModelKind):
 
     def planned_epochs(self, spec: JobSpec) -> int:
         return -(-spec.training.total_steps // spec.resolved_eval_interval)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")

@@ -7,9 +7,8 @@ from typing import Any, ClassVar
 from torch import nn
 
 from models.base import DataShape
-from models.blocks import dense_stack, init_weights
+from models.blocks import LastValueResidual, dense_stack, init_weights
 from models.kind import ModelKind, Sizing
-from models.sequences import LastValueResidual
 from models.specs import JobSpec, MLPSpec
 
 

@@ -10,10 +10,9 @@ import torch
 from torch import nn
 
 from models.base import DataShape, SpecError, TrainingError
-from models.blocks import dense_head
+from models.blocks import LastValueResidual, dense_head
 from models.describe import DataDescription
 from models.kind import ModelKind, Sizing
-from models.sequences import LastValueResidual
 from models.specs import JobSpec, RNNSpec
 
 CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -75,6 +74,7 @@ class RNN(ModelKind):
     name = "rnn"
     spec = RNNSpec
     data = "sequences"
+    dynamic_axes = (1,)  # a recurrent network takes sequences of any length
     example: ClassVar[dict[str, Any]] = {"kind": "rnn", "cell": "gru", "hidden_size": 16}
 
     def check(self, spec: JobSpec, data: DataDescription) -> None:

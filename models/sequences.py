@@ -7,7 +7,7 @@ so the last `horizon - 1` windows before each boundary would have targets inside
 part; they are dropped, and no training target ever falls in the validation or test time
 range. Inputs are standardised per column with the statistics of the rows the training
 windows cover, and networks forecast changes from each window's last value
-(`LastValueResidual`).
+(`models.blocks.LastValueResidual`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from models.base import InputError, PreparedData, Split
 from models.data import DataError, read_table
@@ -304,23 +303,6 @@ def _series_rows(x: np.ndarray) -> np.ndarray:
     if len(x) == 0:
         return x.reshape(0, x.shape[-1])
     return np.concatenate([x[:, 0, :], x[-1, 1:, :]])
-
-
-class LastValueResidual(nn.Module):
-    """Forecasts as changes from the window's last target value: the level of each window
-    is taken off its target column before `network` sees it and added back to the outputs.
-    Standardised windows then look alike at any level, so a trend that carries the series
-    beyond the training range is still forecast from its shape (the naive forecast is the
-    network's zero)."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, W, F) -> (B, horizon)
-        level = x[:, -1:, :1]  # (B, 1, 1): the last target value, standardised
-        shifted = torch.cat([x[:, :, :1] - level, x[:, :, 1:]], dim=-1)
-        return self.network(shifted) + level[:, 0]
 
 
 # Predict-time encoding ------------------------------------------------------------------

@@ -233,8 +233,10 @@ def interface(
     model: DQNSpec | TabularSpec, info: EnvInfo, encoder: ObservationEncoder
 ) -> dict[str, Any]:
     """What the model bundle records for predict and rollouts."""
+    example = encoder.batch([0]) if info.discrete_observations else None
     return {
         "task": "reinforcement",
+        "example_shape": list(example.shape[1:]) if example is not None else [info.obs_size],
         "preprocessing": encoder.to_json(),
         "input_schema": info.input_schema(),
         "output": info.output(),

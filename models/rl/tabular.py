@@ -175,6 +175,9 @@ class QLearning(PolicyKind):
     def parameter_count(self, spec: JobSpec, shape: Sizing) -> int:
         return 0  # a Q-table is learned without gradients
 
+    def example_input(self, meta: dict[str, Any]) -> torch.Tensor:
+        return torch.zeros(2, dtype=torch.int64)  # state numbers
+
     def train(
         self,
         spec: JobSpec,

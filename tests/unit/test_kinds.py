@@ -112,6 +112,19 @@ def test_every_kind_keeps_the_kind_contract(name: str, tmp_path: Path) -> None:
     assert reloaded == in_memory
     assert len(reloaded["predictions"]) == len(inputs)
 
+    # What an exporter is told: a batch of 3 (and any free axis at 5) of that shape and
+    # dtype goes in, the named output of the shape it states comes out.
+    signature = kind.signature({"format_version": 1, **meta})
+    [given], [named] = signature.inputs, signature.outputs
+    x = torch.zeros(
+        [3] + [5 if d == -1 else d for d in given.shape[1:]], dtype=getattr(torch, given.dtype)
+    )
+    with torch.inference_mode():
+        out = result.network.eval()(x)
+    assert named.shape[0] == -1 and list(out.shape) == [3, *named.shape[1:]]
+    assert str(out.dtype) == f"torch.{named.dtype}"
+    assert named.name == {"classification": "logits", "reinforcement": "q_values"}[spec.task]
+
 
 def test_an_unknown_kind_is_named_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match="unknown model kind 'svm'; known: linear, mlp"):

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from models.base import InputError
+from models.blocks import LastValueResidual
 from models.data import DataError
 from models.prepare import DataSource, load_input_encoder, prepare_data
 from models.registry import get_kind
 from models.sequences import (
-    LastValueResidual,
     SequencePreprocessor,
     seasonal_naive,
     time_split,
