@@ -19,7 +19,7 @@ from service.dispatch import sweep_forever
 from service.errors import KeikoError
 from service.events import EventHub
 from service.ratelimit import get_rate_limiter
-from service.routes import datasets, gallery, health, jobs, models, predict, users, web
+from service.routes import datasets, gallery, health, jobs, models, oip, predict, users, web
 from service.settings import get_settings
 
 log = logging.getLogger("keiko")
@@ -57,10 +57,10 @@ def create_app() -> FastAPI:
     )
 
     @app.exception_handler(KeikoError)
-    async def _keiko_error(_request: Request, exc: KeikoError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": exc.message}, status_code=exc.status_code, headers=exc.headers
-        )
+    async def _keiko_error(request: Request, exc: KeikoError) -> JSONResponse:
+        # The Open Inference Protocol's clients read {"error": ...} (a missing key too).
+        key = "error" if request.url.path.startswith("/v2/") else "detail"
+        return JSONResponse({key: exc.message}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -76,7 +76,7 @@ def create_app() -> FastAPI:
         log.exception("unhandled error", exc_info=exc)
         return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
 
-    for module in (health, users, datasets, jobs, models, predict, web, gallery):
+    for module in (health, users, datasets, jobs, models, predict, oip, web, gallery):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=get_settings().max_request_bytes)
     return app
