@@ -10,7 +10,9 @@ What a kind answers, in the order a job meets it:
   too big for the workers is refused before it exists.
 - `train`: the job itself, reporting through a `Reporter`.
 - `predictor`: what serves the trained model, and `signature`, what an exporter needs to
-  know (input and output names, dtypes and shapes).
+  know (input and output names, dtypes and shapes); `export_graph`, the network with
+  predict's numeric preprocessing and output step around it, as `GET /models/{id}/export`
+  writes it to ONNX (`models.export`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 from models.base import DataShape, PreparedData, Reporter, TrainResult
 from models.describe import DataDescription
 from models.envs import EnvInfo
+from models.export import ExportGraph, supervised_graph
 from models.loop import train_network
 from models.predictors import Servable, supervised_predictor
 from models.prepare import DataSource, prepare_data
@@ -144,6 +147,13 @@ class ModelKind(ABC):
         """What serves the trained `network`; `meta` is its bundle's metadata (the config,
         the stored preprocessing, the labels)."""
         return supervised_predictor(network, meta)
+
+    def export_graph(self, network: nn.Module, meta: dict[str, Any]) -> ExportGraph:
+        """The trained `network` as an exporter traces it (`GET /models/{id}/export`): by
+        default the stored preprocessing of its bundle in front and predict's output step
+        behind (`models.export.supervised_graph`), `dynamic_axes` left free. A kind whose
+        network cannot be exported raises `models.export.ExportError`, naming why."""
+        return supervised_graph(network, meta, dynamic_axes=self.dynamic_axes)
 
 
 class EnvironmentKind(ModelKind):

@@ -20,6 +20,7 @@ from torch import nn
 
 from models.base import InputError
 from models.envs import GRID_WORLD, EnvError, EnvInfo, make_env
+from models.export import ExportGraph, policy_graph
 from models.kind import EnvironmentKind
 from models.specs import DQNSpec, GridWorldOptions, TabularSpec
 
@@ -209,3 +210,11 @@ class PolicyKind(EnvironmentKind):
     def predictor(self, network: nn.Module, meta: dict[str, Any]) -> PolicyPredictor:
         encoder = ObservationEncoder.from_json(meta["preprocessing"])
         return PolicyPredictor(network, encoder, meta["env"])
+
+    def export_graph(self, network: nn.Module, meta: dict[str, Any]) -> ExportGraph:
+        """The observation encoding in front (state numbers one-hot, or indices into a
+        Q-table), the greedy action behind."""
+        encoder = ObservationEncoder.from_json(meta["preprocessing"])
+        return policy_graph(
+            network, meta, discrete=encoder.discrete, size=encoder.size, one_hot=encoder.one_hot
+        )
