@@ -18,8 +18,10 @@ from service.bodylimit import BodyLimit
 from service.dispatch import sweep_forever
 from service.errors import KeikoError
 from service.events import EventHub
+from service.metrics import RequestMetrics
 from service.ratelimit import get_rate_limiter
 from service.routes import datasets, gallery, health, jobs, models, oip, predict, users, web
+from service.routes import metrics as scrape
 from service.settings import get_settings
 
 log = logging.getLogger("keiko")
@@ -78,7 +80,9 @@ def create_app() -> FastAPI:
 
     for module in (health, users, datasets, jobs, models, predict, oip, web, gallery):
         app.include_router(module.router)
+    app.include_router(scrape.router)
     app.add_middleware(BodyLimit, max_bytes=get_settings().max_request_bytes)
+    app.add_middleware(RequestMetrics)  # outermost: it times everything inside
     return app
 
 

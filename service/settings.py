@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     max_parameters: int = Field(
         50_000_000, ge=1, description="Most trainable parameters of a job's network."
     )
+    metrics_auth: bool = Field(
+        False,
+        description="GET /metrics takes the admin key (and then counts predictions per model). "
+        "Off: open to scrapers, which usually send no key, and every label is an aggregate.",
+    )
 
     @field_validator("rate_limit_predict", "rate_limit_jobs")
     @classmethod

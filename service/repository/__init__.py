@@ -10,6 +10,7 @@ Callers import the package (`from service import repository`) and call
 - `history`: epochs, the running epoch's progress, checkpoints, history paging;
 - `events`: each job's event log, its first event and its status events;
 - `models`: model rows;
+- `monitoring`: the aggregates `GET /metrics` reads at scrape time;
 - `_common`: the job states (ACTIVE, FINISHED) and the ownership lookups and paging that the
   others share.
 
@@ -73,10 +74,12 @@ from service.repository.models import (
     model_for_job,
     new_model_id,
 )
+from service.repository.monitoring import RunningJob, job_counts, running_jobs
 
 __all__ = [
     "ACTIVE",
     "FINISHED",
+    "RunningJob",
     "active_jobs",
     "add_checkpoint",
     "add_event",
@@ -102,6 +105,7 @@ __all__ = [
     "history_entry",
     "history_tail",
     "idempotent_request",
+    "job_counts",
     "job_events",
     "job_history",
     "list_datasets",
@@ -117,6 +121,7 @@ __all__ = [
     "release_job",
     "renew_lease",
     "request_cancel",
+    "running_jobs",
     "set_device",
     "set_progress",
     "settle_abandoned_jobs",

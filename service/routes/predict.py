@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -10,6 +12,7 @@ from service.auth import CallerDep
 from service.deps import SessionDep, SettingsDep, StoreDep
 from service.errors import PayloadTooLarge, Unprocessable, responses
 from service.inference import load_predictor
+from service.metrics import record_prediction
 from service.ratelimit import get_rate_limiter
 from service.schemas import PredictRequest, PredictResponse
 from service.uploads import receive_upload
@@ -40,10 +43,12 @@ def predict(
             f"{len(request.inputs)} inputs in one call; the limit is {settings.max_predict_rows}"
         )
     predictor, model_id = load_predictor(request.model_id, caller, session, settings, store)
+    started = time.perf_counter()
     try:
         result = predictor.predict(request.inputs)
     except InputError as exc:
         raise Unprocessable(str(exc)) from exc
+    record_prediction(model_id, len(request.inputs), time.perf_counter() - started)
     return PredictResponse(model_id=model_id, **result)
 
 
@@ -99,11 +104,13 @@ async def predict_files(
         contents = [f.path.read_bytes() for f in upload.files]
     finally:
         upload.discard()
-    predictor, model_id = await run_in_threadpool(
+    predictor, found = await run_in_threadpool(
         load_predictor, model_id, caller, session, settings, store
     )
+    started = time.perf_counter()
     try:
         result = await run_in_threadpool(predictor.predict_files, contents)
     except InputError as exc:
         raise Unprocessable(str(exc)) from exc
-    return PredictResponse(model_id=model_id, **result)
+    record_prediction(found, len(contents), time.perf_counter() - started)
+    return PredictResponse(model_id=found, **result)
