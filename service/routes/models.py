@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import PurePosixPath
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from models.base import InputError
+from models.checkpoint import CorruptCheckpointError
+from models.export import ExportError, export_onnx
 from models.predictors import Playable
+from models.registry import get_kind
 from service import repository
-from service.auth import CallerDep
+from service.auth import Caller, CallerDep
 from service.deps import SessionDep, SettingsDep, StoreDep
-from service.errors import NotFound, Unprocessable, responses
+from service.errors import Conflict, NotFound, Unprocessable, responses
 from service.inference import load_predictor
+from service.ratelimit import get_rate_limiter
 from service.schemas import ModelRead, Page, RolloutRequest, RolloutResponse
+from service.storage import ArtifactStore
 from service.tables import Model
 
 router = APIRouter(prefix="/models", tags=["models"], responses=responses(401, 403))
+log = logging.getLogger("keiko")
 
 
 @router.get("", response_model=Page[ModelRead], summary="List models")
@@ -88,3 +98,67 @@ def rollout(
     except InputError as exc:
         raise Unprocessable(str(exc)) from exc
     return RolloutResponse(model_id=found, **played)
+
+
+ONNX_FILE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The ONNX file",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def _onnx_file(
+    model_id: str, caller: Caller, session: Session, store: ArtifactStore
+) -> tuple[bytes, str]:
+    """The ONNX file of one of the caller's models and its file name (in a worker thread:
+    tracing the network takes a second or two)."""
+    model = repository.get_model(session, model_id=model_id, owner_id=caller.user_id)
+    if model is None:
+        raise NotFound(f"no model with id {model_id!r}")
+    extra = {"model_id": model.id, "job_id": model.job_id}
+    try:
+        body = export_onnx(
+            store.path(model.path), expected_sha256=model.sha256, kinds=get_kind, metadata=extra
+        )
+    except (CorruptCheckpointError, FileNotFoundError) as exc:
+        log.error("model %s refused: %s", model.id, exc)
+        raise Conflict(
+            f"model {model.id!r} cannot be loaded: its stored file is missing or does not "
+            "match the sha256 recorded when it was trained; retrain it or restore the file"
+        ) from exc
+    except ExportError as exc:
+        raise Unprocessable(f"model {model.id!r} ({model.kind}): {exc}") from exc
+    kind = re.sub(r"[^A-Za-z0-9_-]", "_", model.kind)
+    return body, f"keiko-{kind}-{model.id}.onnx"
+
+
+@router.get(
+    "/{model_id}/export",
+    summary="Export a model to ONNX",
+    response_class=Response,
+    responses={**ONNX_FILE, **responses(404, 409, 422, 429)},
+)
+async def export_model(
+    model_id: str,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    file_format: Annotated[
+        Literal["onnx"], Query(alias="format", description="The file format.")
+    ] = "onnx",
+) -> Response:
+    """The model as an ONNX file: the network with the numeric preprocessing and output
+    step of `POST /predict` inside the graph (standardisation, pixel scaling and
+    normalisation, the forecasting residual, softmax or the target's units, a policy's
+    greedy action), and what cannot be in a graph (string columns' one-hot positions, class
+    labels, the input's column order and layout) in its `metadata_props`, each value JSON.
+    Any batch size; any sequence length for an `rnn`."""
+    get_rate_limiter().hit("GET /models/{id}/export", settings.rate_limit_predict, caller)
+    body, filename = await run_in_threadpool(_onnx_file, model_id, caller, session, store)
+    return Response(
+        body,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
