@@ -38,16 +38,35 @@ def worker_command(queues: str | None = None, concurrency: int = 1) -> list[str]
     ]  # fmt: skip
 
 
-def api_command(host: str, port: int) -> list[str]:
-    return [
+def api_command(host: str, port: int, workers: int = 1) -> list[str]:
+    command = [
         sys.executable, "-m", "uvicorn", "service.main:app",
         "--host", host, "--port", str(port), "--no-access-log",
     ]  # fmt: skip
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    return command
 
 
-def serve(host: str, port: int, queues: str | None) -> int:
+def share_metrics(workers: int) -> None:
+    """Several API processes count requests into one folder, so that any of them answers a
+    scrape with the sum (prometheus-client's multiprocess mode): PROMETHEUS_MULTIPROC_DIR,
+    by default <data dir>/prometheus, cleared of the last run's files."""
+    if workers < 2:
+        return
+    folder = Path(
+        os.environ.get("PROMETHEUS_MULTIPROC_DIR") or get_settings().data_dir / "prometheus"
+    ).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
+def serve(host: str, port: int, queues: str | None, workers: int = 1) -> int:
     """Migrate, then run one worker and the API until either exits or Ctrl-C."""
     migrate()
+    share_metrics(workers)
     settings = get_settings()
     print(
         f"Keiko on http://{host}:{port} (docs: /docs)\n"
@@ -57,7 +76,7 @@ def serve(host: str, port: int, queues: str | None) -> int:
         flush=True,
     )
     worker = subprocess.Popen(worker_command(queues), cwd=ROOT)
-    api = subprocess.Popen(api_command(host, port), cwd=ROOT)
+    api = subprocess.Popen(api_command(host, port, workers), cwd=ROOT)
     children = [api, worker]
 
     def stop(*_args: object) -> None:
@@ -120,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name)
         p.add_argument("--host", default=os.environ.get("KEIKO_HOST", "127.0.0.1"))
         p.add_argument("--port", type=int, default=int(os.environ.get("KEIKO_PORT", "8000")))
+        p.add_argument("--workers", type=int, default=1, help="API processes (uvicorn's)")
         if name == "serve":
             p.add_argument("--queues", default=None)
     w = sub.add_parser("worker")
@@ -138,12 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         migrate()
         return 0
     if args.command == "serve":
-        return serve(args.host, args.port, args.queues)
+        return serve(args.host, args.port, args.queues, args.workers)
     if args.command == "add-user":
         return add_user(args.name, args.key_name)
-    command_line = (
-        api_command(args.host, args.port) if args.command == "api" else worker_command(args.queues)
-    )
+    if args.command == "api":
+        share_metrics(args.workers)
+        command_line = api_command(args.host, args.port, args.workers)
+    else:
+        command_line = worker_command(args.queues)
     os.execv(command_line[0], command_line)
     return 0
 

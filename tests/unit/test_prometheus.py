@@ -3,9 +3,11 @@ labels, and the collectors read at scrape time (jobs from SQL, the GPU)."""
 
 from __future__ import annotations
 
+import os
 import types
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from service import metrics
+from service.cli import api_command, share_metrics
 from service.errors import KeikoError
 from service.routes import metrics as scrape
 from service.settings import Settings, get_settings
@@ -252,3 +255,21 @@ def test_every_metric_is_documented_in_the_readme() -> None:
     for name in names:
         assert f"`{name}`" in readme, name
     assert "`KEIKO_METRICS_AUTH`" in readme and "PROMETHEUS_MULTIPROC_DIR" in readme
+
+
+def test_keiko_api_with_several_workers_shares_a_cleared_metrics_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    share_metrics(1)  # one process: nothing to share
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    (folder / "counter_123.db").write_bytes(b"last run")
+    (folder / "keep.txt").write_text("not ours")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    share_metrics(4)
+    assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(folder.resolve())
+    assert api_command("127.0.0.1", 8000, 4)[-2:] == ["--workers", "4"]
+    assert "--workers" not in api_command("127.0.0.1", 8000)
