@@ -22,7 +22,7 @@ from service import repository
 from service.db import get_sessionmaker
 from service.deps import SessionDep, SettingsDep
 from service.errors import Forbidden, Unauthorized
-from service.settings import Settings
+from service.settings import Settings, get_settings
 from service.tables import LOCAL_USER, ApiKey
 
 log = logging.getLogger("keiko")
@@ -110,7 +110,17 @@ def require_any_key(credentials: Credentials, session: SessionDep, settings: Set
     current_caller(credentials, session, settings)
 
 
+async def key_present(credentials: Credentials) -> HTTPAuthorizationCredentials | None:
+    """For routes that check the key in their own worker thread (one hop, not one per
+    dependency): a missing key is a 401 at once, before the body is looked at; the key
+    itself is checked by `current_caller` in the route."""
+    if credentials is None and get_settings().auth_enabled:
+        raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
+    return credentials
+
+
 CallerDep = Annotated[Caller, Depends(current_caller)]
+KeyDep = Annotated[HTTPAuthorizationCredentials | None, Depends(key_present)]
 AdminDep = Annotated[None, Depends(require_admin)]
 AnyKeyDep = Annotated[None, Depends(require_any_key)]
 

@@ -18,6 +18,8 @@ from tests.e2e.helpers import iris_frame, job_spec, upload_frame
 from tests.stack import ROOT, Stack, postgres_redis_stack
 
 PUBLIC = {"/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
+# The Open Inference Protocol's probes and server metadata, for orchestrators: no user data.
+PUBLIC |= {"/v2/health/live", "/v2/health/ready", "/v2"}
 
 
 def test_every_other_endpoint_needs_a_key(stack: Stack) -> None:
@@ -28,7 +30,7 @@ def test_every_other_endpoint_needs_a_key(stack: Stack) -> None:
         if path in PUBLIC:
             continue
         concrete = path
-        for name in ("dataset_id", "job_id", "model_id", "user_id", "key_id"):
+        for name in ("dataset_id", "job_id", "model_id", "user_id", "key_id", "version"):
             concrete = concrete.replace("{" + name + "}", uuid.uuid4().hex)
         assert "{" not in concrete, path
         for method in operations:
@@ -37,7 +39,7 @@ def test_every_other_endpoint_needs_a_key(stack: Stack) -> None:
             assert response.headers["WWW-Authenticate"] == "Bearer"
             checked += 1
     assert checked >= 15
-    for public in ("/health", "/openapi.json", "/docs", "/redoc"):
+    for public in ("/health", "/openapi.json", "/docs", "/redoc", "/v2/health/live", "/v2"):
         assert anonymous.get(public).status_code == 200, public
     with stack.admin() as admin:  # operations: /ready takes the admin key too
         assert admin.get("/ready").status_code == 200
