@@ -19,11 +19,26 @@ from models.prepare import InputEncoder, load_input_encoder
 
 
 class Servable(Protocol):
-    """What the API serves a trained model through (its kind's `predictor`)."""
+    """What the API serves a trained model through (its kind's `predictor`). `predict` is
+    `decode(forward(encode(inputs)))`; the three steps apart let the API run the network
+    once for the rows of several concurrent calls (dynamic batching): each call's inputs
+    are checked and encoded on their own, its rows of the output decoded on their own."""
 
     def predict(self, inputs: list[Any]) -> dict[str, Any]: ...
 
     def predict_files(self, contents: list[bytes]) -> dict[str, Any]: ...
+
+    def encode(self, inputs: list[Any]) -> np.ndarray:
+        """The network's input rows; `InputError` names what is wrong with `inputs`."""
+        ...
+
+    def forward(self, x: np.ndarray) -> torch.Tensor:
+        """The network's outputs, one row per input row (rows do not affect each other)."""
+        ...
+
+    def decode(self, out: torch.Tensor) -> dict[str, Any]:
+        """The answer for these output rows: labels and probabilities, values, actions."""
+        ...
 
 
 @runtime_checkable
@@ -41,18 +56,22 @@ class Predictor:
     labels: list[Any] | None
 
     def predict(self, inputs: list[Any]) -> dict[str, Any]:
-        return self._predict(self.encoder.encode(inputs))
+        return self.decode(self.forward(self.encode(inputs)))
 
     def predict_files(self, contents: list[bytes]) -> dict[str, Any]:
         """Uploaded image files (PNG, JPEG), for models trained on images."""
         encode_files = getattr(self.encoder, "encode_files", None)
         if encode_files is None:
             raise InputError("this model does not take image files; send JSON inputs")
-        return self._predict(encode_files(contents))
+        return self.decode(self.forward(encode_files(contents)))
 
-    def _predict(self, encoded: np.ndarray) -> dict[str, Any]:
-        x = torch.from_numpy(encoded)  # (N, ...) float32, as in training
-        out = forward_all(self.network, x)
+    def encode(self, inputs: list[Any]) -> np.ndarray:
+        return self.encoder.encode(inputs)
+
+    def forward(self, x: np.ndarray) -> torch.Tensor:
+        return forward_all(self.network, torch.from_numpy(x))  # (N, ...) float32, as trained
+
+    def decode(self, out: torch.Tensor) -> dict[str, Any]:
         if self.objective.task == "classification":
             assert self.labels is not None
             probs = self.objective.probabilities(out)  # (N, C)

@@ -71,14 +71,18 @@ def _is_admin_key(token: str, settings: Settings) -> bool:
     return hmac.compare_digest(token.encode(), settings.admin_key.get_secret_value().encode())
 
 
+def current_caller_refuses_admin(token: str, settings: Settings) -> None:
+    if _is_admin_key(token, settings):
+        raise Forbidden("the admin key manages users and keys only; use a user's API key")
+
+
 def current_caller(credentials: Credentials, session: SessionDep, settings: SettingsDep) -> Caller:
     if not settings.auth_enabled:
         return Caller(LOCAL_USER, None)
     if credentials is None:
         raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
     token = credentials.credentials
-    if _is_admin_key(token, settings):
-        raise Forbidden("the admin key manages users and keys only; use a user's API key")
+    current_caller_refuses_admin(token, settings)
     key = repository.find_key(session, key_hash=hash_key(token))
     if key is None:
         raise Unauthorized("unknown or deleted API key")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
 from models.bundle import load_bundle
@@ -15,42 +17,112 @@ from models.checkpoint import CorruptCheckpointError
 from models.predictors import Servable
 from models.registry import get_kind
 from service import repository
-from service.auth import Caller
-from service.errors import Conflict, NotFound
+from service.auth import Caller, current_caller, current_caller_refuses_admin, hash_key
+from service.batching import Batcher
+from service.errors import Conflict, NotFound, Unauthorized
+from service.metrics import record_batch
 from service.settings import Settings
 from service.storage import ArtifactStore
+from service.tables import Model
 
 log = logging.getLogger("keiko")
 
 
-class ModelCache:
-    """LRU of predictors keyed by model id; loading happens outside the lock."""
+@dataclass(frozen=True)
+class Served:
+    """A loaded model and the batcher its concurrent calls share."""
 
-    def __init__(self, capacity: int) -> None:
+    predictor: Servable
+    batcher: Batcher
+
+
+class ModelCache:
+    """LRU of loaded models keyed by model id; loading happens outside the lock."""
+
+    def __init__(
+        self, capacity: int, batch_rows: int = 1024, batch_delay_seconds: float = 0.0
+    ) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, Servable] = OrderedDict()
+        self.batch_rows, self.batch_delay_seconds = batch_rows, batch_delay_seconds
+        self._items: OrderedDict[str, Served] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, model_id: str, path: Path, sha256: str) -> Servable:
+        return self.served(model_id, path, sha256).predictor
+
+    def served(self, model_id: str, path: Path, sha256: str) -> Served:
         with self._lock:
             if model_id in self._items:
                 self._items.move_to_end(model_id)
                 return self._items[model_id]
         predictor = load_bundle(path, expected_sha256=sha256, kinds=get_kind)
+        batcher = Batcher(
+            predictor.forward,
+            max_rows=self.batch_rows,
+            delay_seconds=self.batch_delay_seconds,
+            on_batch=record_batch,
+        )
         with self._lock:
-            self._items[model_id] = predictor
+            served = self._items.setdefault(model_id, Served(predictor, batcher))
             self._items.move_to_end(model_id)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
-        return predictor
+        return served
 
     def __len__(self) -> int:
         return len(self._items)
 
 
 @lru_cache
-def model_cache(capacity: int) -> ModelCache:
-    return ModelCache(capacity)
+def model_cache(capacity: int, batch_rows: int = 1024, batch_delay_ms: float = 0.0) -> ModelCache:
+    return ModelCache(capacity, batch_rows, batch_delay_ms / 1000)
+
+
+def owned_model(
+    credentials: HTTPAuthorizationCredentials | None,
+    model_id: str,
+    session: Session,
+    settings: Settings,
+) -> tuple[Caller, Model | None]:
+    """The caller (by their key, as `current_caller` decides) and their model `model_id`
+    (None: they have no such model, a 404 once the caller's rate limit is counted), in one
+    SQL query; 401/403 for the key. Read on every call: a deleted key or model is gone at
+    once in every API process."""
+    if not settings.auth_enabled:
+        caller = current_caller(credentials, session, settings)
+        model = repository.get_model(session, model_id=model_id, owner_id=caller.user_id)
+    else:
+        if credentials is None:
+            raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
+        current_caller_refuses_admin(credentials.credentials, settings)
+        found = repository.key_and_model(
+            session, key_hash=hash_key(credentials.credentials), model_id=model_id
+        )
+        if found is None:
+            raise Unauthorized("unknown or deleted API key")
+        key_id, user_id, model = found
+        caller = Caller(user_id, key_id)
+    return caller, model
+
+
+def load_served(
+    model: Model | None, model_id: str, settings: Settings, store: ArtifactStore
+) -> Served:
+    """`model` loaded (cached) with its batcher; 404 for no model, 409 when its file is
+    missing or altered."""
+    if model is None:
+        raise NotFound(f"no model with id {model_id!r}")
+    cache = model_cache(
+        settings.model_cache_size, settings.predict_batch_rows, settings.predict_batch_delay_ms
+    )
+    try:
+        return cache.served(model.id, store.path(model.path), model.sha256)
+    except (CorruptCheckpointError, FileNotFoundError) as exc:
+        log.error("model %s refused: %s", model.id, exc)
+        raise Conflict(
+            f"model {model.id!r} cannot be loaded: its stored file is missing or does not "
+            "match the sha256 recorded when it was trained; retrain it or restore the file"
+        ) from exc
 
 
 def load_predictor(
@@ -60,12 +132,4 @@ def load_predictor(
     model = repository.get_model(session, model_id=model_id, owner_id=caller.user_id)
     if model is None:
         raise NotFound(f"no model with id {model_id!r}")
-    cache = model_cache(settings.model_cache_size)
-    try:
-        return cache.get(model.id, store.path(model.path), model.sha256), model.id
-    except (CorruptCheckpointError, FileNotFoundError) as exc:
-        log.error("model %s refused: %s", model.id, exc)
-        raise Conflict(
-            f"model {model.id!r} cannot be loaded: its stored file is missing or does not "
-            "match the sha256 recorded when it was trained; retrain it or restore the file"
-        ) from exc
+    return load_served(model, model_id, settings, store).predictor, model.id

@@ -80,6 +80,26 @@ HTTP_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+PREDICT_BATCH_CALLS = Histogram(
+    "keiko_predict_batch_calls",
+    "Predict calls that shared one forward pass (dynamic batching; 1: a call ran alone).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=REGISTRY,
+)
+PREDICT_BATCH_ROWS = Histogram(
+    "keiko_predict_batch_rows",
+    "Rows in one forward pass of a served model.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+    registry=REGISTRY,
+)
+
+
+def record_batch(calls: int, rows: int) -> None:
+    """One forward pass of the predict batcher (service.batching)."""
+    PREDICT_BATCH_CALLS.observe(calls)
+    PREDICT_BATCH_ROWS.observe(rows)
+
+
 UNMATCHED = "unmatched"  # no route: 404s for unknown paths, 405s
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 EXCLUDED_PREFIXES = ("/metrics", "/ui/")  # the scrape itself; the web app's static files
@@ -139,7 +159,7 @@ class _Predictions:
         self.per_model = per_model
         self.calls = Counter(
             "keiko_predictions",
-            "Predict calls answered with predictions (POST /predict and /predict/files).",
+            "Predict calls answered with predictions (POST /predict, /predict/files, OIP infer).",
             labels,
             registry=registry,
         )

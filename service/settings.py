@@ -52,6 +52,19 @@ class Settings(BaseSettings):
         32 << 20, ge=1, description="Largest multipart body of image files for prediction."
     )
     model_cache_size: int = Field(16, ge=1, description="Models kept in memory for prediction.")
+    predict_batch_rows: int = Field(
+        1024,
+        ge=1,
+        description="Most rows that concurrent predict calls for one model share in one "
+        "forward pass (dynamic batching; a call larger than this runs alone).",
+    )
+    predict_batch_delay_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="How long a batch waits for more calls before it runs (0: never waits; "
+        "calls that arrive while the model is busy join the next pass).",
+    )
     auth: bool | None = Field(
         None,
         description="Require an API key on every endpoint but health and docs. Default: off "

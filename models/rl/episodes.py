@@ -179,11 +179,18 @@ class PolicyPredictor:
     env: dict[str, Any]  # {"name", "options"}: rebuilds the environment for rollouts
 
     def predict(self, inputs: list[Any]) -> dict[str, Any]:
-        x = torch.from_numpy(self.encoder.encode(inputs))
+        return self.decode(self.forward(self.encode(inputs)))
+
+    def encode(self, inputs: list[Any]) -> np.ndarray:
+        return self.encoder.encode(inputs)
+
+    def forward(self, x: np.ndarray) -> torch.Tensor:
         with torch.inference_mode():
-            q = self.network(x)
-        actions = q.argmax(dim=-1).tolist()
-        return {"predictions": actions, "actions": actions, "q_values": q.tolist()}
+            return self.network(torch.from_numpy(x))
+
+    def decode(self, out: torch.Tensor) -> dict[str, Any]:
+        actions = out.argmax(dim=-1).tolist()
+        return {"predictions": actions, "actions": actions, "q_values": out.tolist()}
 
     def predict_files(self, contents: list[bytes]) -> dict[str, Any]:
         raise InputError("this model acts on observations; send them as JSON inputs")

@@ -70,6 +70,7 @@ from service.repository.jobs import (
 from service.repository.models import (
     add_model,
     get_model,
+    key_and_model,
     list_models,
     model_for_job,
     new_model_id,
@@ -108,6 +109,7 @@ __all__ = [
     "job_counts",
     "job_events",
     "job_history",
+    "key_and_model",
     "list_datasets",
     "list_jobs",
     "list_models",

@@ -9,14 +9,31 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.repository._common import _owned, _page
-from service.tables import Model, new_id
+from service.repository._common import _owned, _page, _storable
+from service.tables import ApiKey, Model, new_id
 
 # Models -----------------------------------------------------------------------------------
 
 
 def get_model(session: Session, *, model_id: str, owner_id: str | None) -> Model | None:
     return _owned(session, Model, model_id, owner_id)
+
+
+def key_and_model(
+    session: Session, *, key_hash: str, model_id: str
+) -> tuple[str, str, Model | None] | None:
+    """An API key's (id, user id) and that user's model `model_id` (None when they have no
+    such model), in one query: the predict path's only round trip to the database. None
+    when no key has this hash."""
+    if not _storable(model_id):
+        model_id = ""  # no row has such an id; the key is still looked up
+    query = (
+        select(ApiKey.id, ApiKey.user_id, Model)
+        .outerjoin(Model, (Model.owner_id == ApiKey.user_id) & (Model.id == model_id))
+        .where(ApiKey.key_hash == key_hash)
+    )
+    row = session.execute(query).first()
+    return None if row is None else (row[0], row[1], row[2])
 
 
 def list_models(

@@ -7,24 +7,27 @@ own validation and preprocessing. Errors answer `{"error": "..."}` as the protoc
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from models.base import InputError
 from service import oip, repository
-from service.auth import Caller, CallerDep
-from service.deps import SessionDep, SettingsDep, StoreDep
+from service.auth import Caller, CallerDep, KeyDep
+from service.db import get_sessionmaker
+from service.deps import SessionDep, SettingsDep, StoreDep, get_store
 from service.errors import KeikoError, NotFound
-from service.inference import load_predictor
+from service.inference import load_predictor, load_served, owned_model
+from service.metrics import record_prediction
 from service.ratelimit import get_rate_limiter
 from service.routes.health import _check_database
-from service.settings import Settings
-from service.storage import ArtifactStore
+from service.settings import Settings, get_settings
 from service.tables import Model
 
 VERSION = "1"
@@ -255,20 +258,15 @@ def model_ready(
     responses=ERRORS,
 )
 async def infer(
-    model_id: str,
-    request: Request,
-    caller: CallerDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    version: str | None = None,
+    model_id: str, request: Request, credentials: KeyDep, version: str | None = None
 ) -> Response:
     """Tensors in, tensors out, through the model's stored preprocessing and network (the
     same answers as `POST /predict`); JSON, or Triton's binary-data extension."""
     body = await request.body()
     header = request.headers.get(oip.HEADER_LENGTH)
+    # One hop to a worker thread for all of it, as POST /predict.
     return await run_in_threadpool(
-        _infer, model_id, version, body, header, caller, session, settings, store
+        _infer, model_id, version, body, header, credentials, get_settings()
     )
 
 
@@ -277,19 +275,25 @@ def _infer(
     version: str | None,
     body: bytes,
     header: str | None,
-    caller: Caller,
-    session: Session,
+    credentials: HTTPAuthorizationCredentials | None,
     settings: Settings,
-    store: ArtifactStore,
 ) -> Response:
     try:
-        get_rate_limiter().hit("POST /predict", settings.rate_limit_predict, caller)
-        model = _model(model_id, version, caller, session)
-        inputs, outputs = oip.model_tensors(model.task, model.input_schema, model.output)
+        with get_sessionmaker()() as session:
+            caller, model = owned_model(credentials, model_id, session, settings)
+            get_rate_limiter().hit("POST /predict", settings.rate_limit_predict, caller)
+            if version is not None and version != VERSION:
+                raise NotFound(f"model {model_id!r} has no version {version!r}; its only one is 1")
+            served = load_served(model, model_id, settings, get_store())
+            assert model is not None  # load_served answered 404 otherwise
+            found = model.id
+            inputs, outputs = oip.model_tensors(model.task, model.input_schema, model.output)
         parsed = oip.parse_infer(body, header)
-        rows, _ = oip.predict_inputs(parsed.tensors, inputs, settings.max_predict_rows)
-        predictor, found = load_predictor(model.id, caller, session, settings, store)
-        result = predictor.predict(rows)
+        rows, count = oip.predict_inputs(parsed.tensors, inputs, settings.max_predict_rows)
+        started = time.perf_counter()
+        x = served.predictor.encode(rows)  # checked alone, then batched with other calls
+        result = served.predictor.decode(served.batcher.run(x))
+        record_prediction(found, count, time.perf_counter() - started)
         content, head = oip.infer_answer(found, parsed, oip.output_arrays(result, outputs), outputs)
     except KeikoError as exc:
         return error(exc.status_code, exc.message)

@@ -10,11 +10,11 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
 from models.base import InputError
-from service.auth import CallerDep, KeyDep, current_caller
+from service.auth import CallerDep, KeyDep
 from service.db import get_sessionmaker
 from service.deps import SessionDep, SettingsDep, StoreDep, get_store
 from service.errors import PayloadTooLarge, Unprocessable, responses
-from service.inference import load_predictor
+from service.inference import load_predictor, load_served, owned_model
 from service.metrics import record_prediction
 from service.ratelimit import get_rate_limiter
 from service.schemas import PredictRequest, PredictResponse
@@ -43,21 +43,23 @@ def _predict(
     request: PredictRequest, credentials: HTTPAuthorizationCredentials | None, settings: Settings
 ) -> Response:
     with get_sessionmaker()() as session:
-        caller = current_caller(credentials, session, settings)
+        caller, model = owned_model(credentials, request.model_id, session, settings)
         get_rate_limiter().hit("POST /predict", settings.rate_limit_predict, caller)
         if len(request.inputs) > settings.max_predict_rows:
             raise PayloadTooLarge(
                 f"{len(request.inputs)} inputs in one call; the limit is "
                 f"{settings.max_predict_rows}"
             )
-        predictor, model_id = load_predictor(
-            request.model_id, caller, session, settings, get_store()
-        )
+        served = load_served(model, request.model_id, settings, get_store())
+        assert model is not None  # load_served answered 404 otherwise
+        model_id = model.id
     started = time.perf_counter()
+    predictor = served.predictor
     try:
-        result = predictor.predict(request.inputs)
+        x = predictor.encode(request.inputs)  # checked alone: a bad call never joins a batch
     except InputError as exc:
         raise Unprocessable(str(exc)) from exc
+    result = predictor.decode(served.batcher.run(x))
     record_prediction(model_id, len(request.inputs), time.perf_counter() - started)
     answer = PredictResponse(model_id=model_id, **result)
     return Response(answer.model_dump_json(), media_type="application/json")

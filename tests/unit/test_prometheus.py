@@ -246,6 +246,7 @@ def test_every_metric_is_documented_in_the_readme() -> None:
         "keiko_http_requests_total", "keiko_http_request_duration_seconds",
         "keiko_predictions_total", "keiko_predicted_rows_total",
         "keiko_predict_duration_seconds", "keiko_jobs", "keiko_jobs_queued",
+        "keiko_predict_batch_calls", "keiko_predict_batch_rows",
         "keiko_worker_running_jobs", "keiko_worker_last_heartbeat_timestamp_seconds",
         "keiko_worker_heartbeat_age_seconds", "keiko_jobs_lease_expired",
         "keiko_training_epochs_per_second", "keiko_training_rl_steps_per_second",
