@@ -35,7 +35,7 @@ import onnx
 import torch
 from torch import nn
 
-from models.checkpoint import load_checkpoint
+from models.bundle import load_network
 from models.image_preprocessing import ImagePreprocessor
 from models.preprocessing import ArrayPreprocessor, NumericColumn, TabularPreprocessor
 from models.sequences import ForecastPreprocessor, SequencePreprocessor
@@ -597,12 +597,7 @@ def export_onnx(
     """The ONNX file of the model bundle at `path` (checked against its sha256): its kind's
     `export_graph` of the rebuilt network. `metadata`: more fields for `metadata_props`
     (the model's id). Raises `ExportError` naming why a model cannot be exported."""
-    checkpoint = load_checkpoint(path, expected_sha256=expected_sha256)
-    meta = checkpoint.meta
-    kind = kinds(meta["kind"])
-    network = kind.build(meta["config"])
-    network.load_state_dict(checkpoint.model_state)
-    network.eval()
+    kind, network, meta = load_network(path, expected_sha256=expected_sha256, kinds=kinds)
     try:
         graph = kind.export_graph(network, meta)
     except ExportError:

@@ -118,11 +118,16 @@ def load_served(
     try:
         return cache.served(model.id, store.path(model.path), model.sha256)
     except (CorruptCheckpointError, FileNotFoundError) as exc:
-        log.error("model %s refused: %s", model.id, exc)
-        raise Conflict(
-            f"model {model.id!r} cannot be loaded: its stored file is missing or does not "
-            "match the sha256 recorded when it was trained; retrain it or restore the file"
-        ) from exc
+        raise unloadable(model.id, exc) from exc
+
+
+def unloadable(model_id: str, exc: Exception) -> Conflict:
+    """The 409 for a model whose stored file is missing or altered (logged)."""
+    log.error("model %s refused: %s", model_id, exc)
+    return Conflict(
+        f"model {model_id!r} cannot be loaded: its stored file is missing or does not "
+        "match the sha256 recorded when it was trained; retrain it or restore the file"
+    )
 
 
 def load_predictor(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
@@ -19,15 +18,14 @@ from models.registry import get_kind
 from service import repository
 from service.auth import Caller, CallerDep
 from service.deps import SessionDep, SettingsDep, StoreDep
-from service.errors import Conflict, NotFound, Unprocessable, responses
-from service.inference import load_predictor
+from service.errors import NotFound, Unprocessable, responses
+from service.inference import load_predictor, unloadable
 from service.ratelimit import get_rate_limiter
 from service.schemas import ModelRead, Page, RolloutRequest, RolloutResponse
 from service.storage import ArtifactStore
 from service.tables import Model
 
 router = APIRouter(prefix="/models", tags=["models"], responses=responses(401, 403))
-log = logging.getLogger("keiko")
 
 
 @router.get("", response_model=Page[ModelRead], summary="List models")
@@ -122,11 +120,7 @@ def _onnx_file(
             store.path(model.path), expected_sha256=model.sha256, kinds=get_kind, metadata=extra
         )
     except (CorruptCheckpointError, FileNotFoundError) as exc:
-        log.error("model %s refused: %s", model.id, exc)
-        raise Conflict(
-            f"model {model.id!r} cannot be loaded: its stored file is missing or does not "
-            "match the sha256 recorded when it was trained; retrain it or restore the file"
-        ) from exc
+        raise unloadable(model.id, exc) from exc
     except ExportError as exc:
         raise Unprocessable(f"model {model.id!r} ({model.kind}): {exc}") from exc
     kind = re.sub(r"[^A-Za-z0-9_-]", "_", model.kind)
