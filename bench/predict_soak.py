@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.e2e.helpers import diabetes_frame, job_spec, upload_frame
 from tests.stack import SHIPPED_TIMINGS, started_deployment
 
+errors: list[str] = []  # transport errors of the last soak
+
 
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -44,12 +46,18 @@ async def soak(
     limits = httpx.Limits(max_connections=clients + 4)
     good = bad = 0
     counter = iter(range(calls))
+    errors.clear()
 
     async def one(client: httpx.AsyncClient) -> None:
         nonlocal good, bad
         for i in counter:
             k = i % len(rows)
-            answer = await client.post(url, json={"model_id": model_id, "inputs": [rows[k]]})
+            try:
+                answer = await client.post(url, json={"model_id": model_id, "inputs": [rows[k]]})
+            except httpx.TransportError as exc:  # counted, not fatal: the soak goes on
+                errors.append(f"{type(exc).__name__}: {exc}")
+                bad += 1
+                continue
             value = answer.json()["predictions"][0] if answer.status_code == 200 else None
             if value is not None and abs(value - expected[k]) <= 1e-6 * max(1, abs(value)):
                 good += 1
@@ -113,6 +121,9 @@ def main() -> None:
         print(f"API resident memory: {before:.1f} MB after warm-up, {after:.1f} MB at the end "
               f"({after - before:+.1f} MB)")  # fmt: skip
         print("batcher:", "; ".join(batches))
+        if errors:
+            print(f"transport errors: {len(errors)}, e.g. {errors[:3]}")
+        print("API alive at the end:", stack.processes["api"].poll() is None)
 
 
 if __name__ == "__main__":
