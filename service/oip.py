@@ -245,8 +245,8 @@ def _unpack_bytes(data: bytes, name: str) -> np.ndarray:
 
 def predict_inputs(
     tensors: dict[str, np.ndarray], inputs: list[TensorMeta], max_rows: int
-) -> tuple[list[Any], int]:
-    """The `POST /predict` inputs that the request's tensors stand for, and their number.
+) -> list[Any]:
+    """The `POST /predict` inputs that the request's tensors stand for.
     Each expected tensor must be there with its datatype, and its shape must fit."""
     unknown = sorted(set(tensors) - {t.name for t in inputs})
     if unknown:
@@ -278,7 +278,7 @@ def predict_inputs(
     if rows > max_rows:
         raise TooManyRows(f"{rows} inputs in one call; the limit is {max_rows}")
     if len(inputs) == 1 and inputs[0].name in ("input", "observation"):
-        return tensors[inputs[0].name].tolist(), rows
+        return list(tensors[inputs[0].name].tolist())
     columns = {
         meta.name: (
             [v.decode("utf-8", "replace") for v in tensors[meta.name]]
@@ -287,7 +287,7 @@ def predict_inputs(
         )
         for meta in inputs
     }
-    return [{name: values[i] for name, values in columns.items()} for i in range(rows)], rows
+    return [{name: values[i] for name, values in columns.items()} for i in range(rows)]
 
 
 class TooManyRows(ProtocolError):

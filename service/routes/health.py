@@ -21,7 +21,7 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-def _check_database() -> str:
+def check_database() -> str:
     try:
         with get_engine().connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -51,7 +51,7 @@ def _check_broker() -> str:
 def ready(_key: AnyKeyDep) -> JSONResponse:
     """200 when the database and the broker answer; 503 naming whichever is down. Needs a
     key (a user's or the admin's) when authentication is on: the answer names internals."""
-    database = _check_database()
+    database = check_database()
     broker = _check_broker()
     ok = database == "ok" and broker == "ok"
     body = Readiness(status="ok" if ok else "unavailable", database=database, broker=broker)

@@ -7,7 +7,6 @@ own validation and preprocessing. Errors answer `{"error": "..."}` as the protoc
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,9 +23,8 @@ from service.db import get_sessionmaker
 from service.deps import SessionDep, SettingsDep, StoreDep, get_store
 from service.errors import KeikoError, NotFound
 from service.inference import load_predictor, load_served, owned_model
-from service.metrics import record_prediction
 from service.ratelimit import get_rate_limiter
-from service.routes.health import _check_database
+from service.routes.health import check_database
 from service.settings import Settings, get_settings
 from service.tables import Model
 
@@ -161,7 +159,7 @@ async def live() -> Live:
 )
 def ready() -> Ready | JSONResponse:
     """Ready when the database answers: models are found through it."""
-    if _check_database() != "ok":
+    if check_database() != "ok":
         return JSONResponse({"ready": False}, status_code=503)
     return Ready(ready=True)
 
@@ -289,11 +287,8 @@ def _infer(
             found = model.id
             inputs, outputs = oip.model_tensors(model.task, model.input_schema, model.output)
         parsed = oip.parse_infer(body, header)
-        rows, count = oip.predict_inputs(parsed.tensors, inputs, settings.max_predict_rows)
-        started = time.perf_counter()
-        x = served.predictor.encode(rows)  # checked alone, then batched with other calls
-        result = served.predictor.decode(served.batcher.run(x))
-        record_prediction(found, count, time.perf_counter() - started)
+        rows = oip.predict_inputs(parsed.tensors, inputs, settings.max_predict_rows)
+        result = served.predict(found, rows)
         content, head = oip.infer_answer(found, parsed, oip.output_arrays(result, outputs), outputs)
     except KeikoError as exc:
         return error(exc.status_code, exc.message)

@@ -53,14 +53,10 @@ def _predict(
         served = load_served(model, request.model_id, settings, get_store())
         assert model is not None  # load_served answered 404 otherwise
         model_id = model.id
-    started = time.perf_counter()
-    predictor = served.predictor
     try:
-        x = predictor.encode(request.inputs)  # checked alone: a bad call never joins a batch
+        result = served.predict(model_id, request.inputs)
     except InputError as exc:
         raise Unprocessable(str(exc)) from exc
-    result = predictor.decode(served.batcher.run(x))
-    record_prediction(model_id, len(request.inputs), time.perf_counter() - started)
     answer = PredictResponse(model_id=model_id, **result)
     return Response(answer.model_dump_json(), media_type="application/json")
 
