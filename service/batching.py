@@ -1,32 +1,28 @@
 """Dynamic batching: concurrent predict calls for one model share one forward pass.
 
 No call waits for a batch to fill. A call that finds the model idle runs at once, alone;
-calls that arrive while the model is busy queue, and when the running pass ends, the first
-of them runs every queued call's rows as one pass (Triton's dynamic batcher with no queue
-delay). Each call's inputs are checked and encoded in its own thread before it queues, so
-a bad call is refused on its own and never joins a batch; each gets its own rows of the
-output back. `max_rows` caps a batch; `delay_seconds` (0 by default) lets a leader wait a
-little for more calls, trading latency for throughput where that is wanted.
+calls that arrive while the model is busy queue, and when the running pass ends, every
+queued call runs as the next one (Triton's dynamic batcher with no queue delay). The
+bookkeeping lives in the event loop; only a batch's work goes to a worker thread, one hop
+per batch, not per call. The work gets each call's item and answers each on its own: a
+call whose inputs are refused gets its error and the others their answers. `max_rows` caps
+a batch (a call larger than that runs alone); `delay_seconds` (0 by default) lets a batch
+wait a little for more calls, trading latency for throughput where that is wanted.
 """
 
 from __future__ import annotations
 
-import threading
-import time
+import asyncio
+import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-import numpy as np
-import torch
+from starlette.concurrency import run_in_threadpool
 
-
-@dataclass
-class _Call:
-    x: np.ndarray
-    done: threading.Event = field(default_factory=threading.Event)
-    out: torch.Tensor | None = None
-    error: BaseException | None = None
-    lead: bool = False  # woken to run the next batch, not with an answer
+Item = TypeVar("Item")
+Answer = TypeVar("Answer")
 
 
 @dataclass
@@ -39,78 +35,96 @@ class BatchStats:
     largest: int = 0  # calls in the largest batch
 
 
-class Batcher:
+@dataclass
+class _Call(Generic[Item, Answer]):
+    item: Item
+    rows: int
+    answer: asyncio.Future[Answer]
+
+
+@dataclass
+class _Line(Generic[Item, Answer]):
+    """One event loop's queue (a batcher may be shared by several loops, as in tests)."""
+
+    queue: deque[_Call[Item, Answer]] = field(default_factory=deque)
+    runner: asyncio.Task[None] | None = None
+
+
+class Batcher(Generic[Item, Answer]):
     def __init__(
         self,
-        forward: Callable[[np.ndarray], torch.Tensor],
+        work: Callable[[list[Item]], list[Answer | Exception]],
         *,
         max_rows: int = 1024,
         delay_seconds: float = 0.0,
         on_batch: Callable[[int, int], None] | None = None,
     ) -> None:
-        self.forward = forward
+        self.work = work  # blocking: runs in a worker thread, one answer or error per item
         self.max_rows = max_rows
         self.delay_seconds = delay_seconds
         self.on_batch = on_batch  # (calls, rows) of each batch run
         self.stats = BatchStats()
-        self._lock = threading.Lock()
-        self._queue: list[_Call] = []
-        self._busy = False
+        self._lines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Line[Item, Answer]] = (
+            weakref.WeakKeyDictionary()
+        )
 
-    def run(self, x: np.ndarray) -> torch.Tensor:
-        """The network's output for the rows `x`, computed alone or with other calls'."""
-        call = _Call(x)
-        with self._lock:
-            self._queue.append(call)
-            lead = not self._busy
-            self._busy = True
-        if not lead:
-            call.done.wait()
-            if not call.lead:
-                return self._answer(call)
-        if self.delay_seconds > 0:
-            time.sleep(self.delay_seconds)
-        self._run_batch()
-        return self._answer(call)
+    async def run(self, item: Item, rows: int) -> Answer:
+        """`item`'s answer, worked on alone or with other calls' items."""
+        loop = asyncio.get_running_loop()
+        line = self._lines.get(loop)
+        if line is None:
+            line = self._lines[loop] = _Line()
+        call: _Call[Item, Answer] = _Call(item, rows, loop.create_future())
+        line.queue.append(call)
+        if line.runner is None:
+            line.runner = loop.create_task(self._drain(line))
+        return await call.answer
 
-    def _run_batch(self) -> None:
-        """Run the queue's head (this thread's own call among it) as one pass, answer each
-        call, and hand the next batch to the first call still waiting."""
-        with self._lock:
-            batch: list[_Call] = []
-            rows = 0
-            while self._queue and (not batch or rows + len(self._queue[0].x) <= self.max_rows):
-                taken = self._queue.pop(0)
-                batch.append(taken)
-                rows += len(taken.x)
+    async def _drain(self, line: _Line[Item, Answer]) -> None:
         try:
-            x = batch[0].x if len(batch) == 1 else np.concatenate([c.x for c in batch])
-            out = self.forward(x)
-            start = 0
+            while line.queue:
+                if self.delay_seconds > 0:
+                    await asyncio.sleep(self.delay_seconds)
+                batch = self._take(line.queue)
+                if batch:
+                    await self._run_batch(batch)
+        finally:
+            line.runner = None
+            for call in line.queue:  # only if this task was cancelled (the loop is ending)
+                if not call.answer.done():
+                    call.answer.cancel()
+
+    def _take(self, queue: deque[_Call[Item, Answer]]) -> list[_Call[Item, Answer]]:
+        batch: list[_Call[Item, Answer]] = []
+        rows = 0
+        while queue and (not batch or rows + queue[0].rows <= self.max_rows):
+            call = queue.popleft()
+            if call.answer.done():  # its caller went away (a closed connection)
+                continue
+            batch.append(call)
+            rows += call.rows
+        return batch
+
+    async def _run_batch(self, batch: list[_Call[Item, Answer]]) -> None:
+        try:
+            answers = await run_in_threadpool(self.work, [call.item for call in batch])
+        except asyncio.CancelledError:
             for call in batch:
-                call.out = out[start : start + len(call.x)]
-                start += len(call.x)
-        except BaseException as exc:  # every call of the batch hears of it
-            for call in batch:
-                call.error = exc
-        with self._lock:
-            self.stats.batches += 1
-            self.stats.rows += rows
-            self.stats.calls += len(batch)
-            self.stats.largest = max(self.stats.largest, len(batch))
-            if self._queue:
-                self._queue[0].lead = True
-                self._queue[0].done.set()
+                call.answer.cancel()
+            raise
+        except Exception as exc:  # every call of the batch hears of it
+            answers = [exc] * len(batch)
+        rows = sum(call.rows for call in batch)
+        self.stats.batches += 1
+        self.stats.rows += rows
+        self.stats.calls += len(batch)
+        self.stats.largest = max(self.stats.largest, len(batch))
+        for call, answer in zip(batch, answers, strict=True):
+            if call.answer.done():
+                continue
+            if isinstance(answer, Exception):
+                call.answer.set_exception(answer)
             else:
-                self._busy = False
-        for call in batch[1:]:
-            call.done.set()
+                call.answer.set_result(answer)
         if self.on_batch is not None:
             self.on_batch(len(batch), rows)
-
-    @staticmethod
-    def _answer(call: _Call) -> torch.Tensor:
-        if call.error is not None:
-            raise call.error
-        assert call.out is not None
-        return call.out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -11,18 +12,23 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from models.bundle import load_bundle
 from models.checkpoint import CorruptCheckpointError
 from models.predictors import Servable
 from models.registry import get_kind
 from service import repository
-from service.auth import Caller, current_caller, current_caller_refuses_admin, hash_key
+from service.admissions import ModelRef, get_admissions
+from service.auth import Caller
 from service.batching import Batcher
-from service.errors import Conflict, NotFound, Unauthorized
-from service.metrics import record_batch, record_prediction
+from service.deps import get_store
+from service.errors import Conflict, NotFound
+from service.metrics import record_batch, record_lookup, record_prediction
 from service.settings import Settings
 from service.storage import ArtifactStore
 from service.tables import Model
@@ -30,22 +36,45 @@ from service.tables import Model
 log = logging.getLogger("keiko")
 
 
+Call = tuple[str, list[Any]]  # (model id, inputs) of one predict call
+
+
 @dataclass(frozen=True)
 class Served:
     """A loaded model and the batcher its concurrent calls share."""
 
     predictor: Servable
-    batcher: Batcher
+    batcher: Batcher[list[Any], dict[str, Any]]
 
-    def predict(self, model_id: str, inputs: list[Any]) -> dict[str, Any]:
-        """`inputs` checked and encoded on their own (`InputError` names what is wrong; a
-        bad call never joins a batch), the network's pass shared with concurrent calls,
-        this call's rows decoded; counted in the prediction metrics."""
+    async def predict(self, model_id: str, inputs: list[Any]) -> dict[str, Any]:
+        """The answer for `inputs`; the network's pass shared with concurrent calls, each
+        call checked and decoded on its own (`InputError` names what is wrong with its
+        inputs; a bad call never harms the others of its batch). Counted in the metrics."""
         started = time.perf_counter()
-        x = self.predictor.encode(inputs)
-        result = self.predictor.decode(self.batcher.run(x))
+        result = await self.batcher.run(inputs, len(inputs))
         record_prediction(model_id, len(inputs), time.perf_counter() - started)
         return result
+
+
+def answer_batch(predictor: Servable, calls: list[list[Any]]) -> list[dict[str, Any] | Exception]:
+    """Each call's inputs encoded on their own, one forward pass for all that were
+    accepted, each call's rows decoded (in a worker thread)."""
+    refused: dict[int, Exception] = {}
+    encoded: dict[int, np.ndarray] = {}
+    for i, inputs in enumerate(calls):
+        try:
+            encoded[i] = predictor.encode(inputs)
+        except Exception as exc:  # InputError (a 422), or a bug that fails this call alone
+            refused[i] = exc
+    rows: dict[int, torch.Tensor] = {}
+    if encoded:
+        xs = list(encoded.values())
+        out = predictor.forward(xs[0] if len(xs) == 1 else np.concatenate(xs))
+        start = 0
+        for i, x in encoded.items():
+            rows[i] = out[start : start + len(x)]
+            start += len(x)
+    return [refused[i] if i in refused else predictor.decode(rows[i]) for i in range(len(calls))]
 
 
 class ModelCache:
@@ -62,14 +91,26 @@ class ModelCache:
     def get(self, model_id: str, path: Path, sha256: str) -> Servable:
         return self.served(model_id, path, sha256).predictor
 
+    def loaded(self, model_id: str) -> Served | None:
+        """The model if it is in memory (no I/O: the event loop may ask)."""
+        with self._lock:
+            served = self._items.get(model_id)
+            if served is not None:
+                self._items.move_to_end(model_id)
+            return served
+
+    def discard(self, model_id: str) -> None:
+        with self._lock:
+            self._items.pop(model_id, None)
+
     def served(self, model_id: str, path: Path, sha256: str) -> Served:
         with self._lock:
             if model_id in self._items:
                 self._items.move_to_end(model_id)
                 return self._items[model_id]
         predictor = load_bundle(path, expected_sha256=sha256, kinds=get_kind)
-        batcher = Batcher(
-            predictor.forward,
+        batcher: Batcher[list[Any], dict[str, Any]] = Batcher(
+            functools.partial(answer_batch, predictor),
             max_rows=self.batch_rows,
             delay_seconds=self.batch_delay_seconds,
             on_batch=record_batch,
@@ -90,43 +131,20 @@ def model_cache(capacity: int, batch_rows: int = 1024, batch_delay_ms: float = 0
     return ModelCache(capacity, batch_rows, batch_delay_ms / 1000)
 
 
-def owned_model(
-    credentials: HTTPAuthorizationCredentials | None,
-    model_id: str,
-    session: Session,
-    settings: Settings,
-) -> tuple[Caller, Model | None]:
-    """The caller (by their key, as `current_caller` decides) and their model `model_id`
-    (None: they have no such model, a 404 once the caller's rate limit is counted), in one
-    SQL query; 401/403 for the key. Read on every call: a deleted key or model is gone at
-    once in every API process."""
-    if not settings.auth_enabled:
-        caller = current_caller(credentials, session, settings)
-        model = repository.get_model(session, model_id=model_id, owner_id=caller.user_id)
-    else:
-        if credentials is None:
-            raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
-        current_caller_refuses_admin(credentials.credentials, settings)
-        found = repository.key_and_model(
-            session, key_hash=hash_key(credentials.credentials), model_id=model_id
-        )
-        if found is None:
-            raise Unauthorized("unknown or deleted API key")
-        key_id, user_id, model = found
-        caller = Caller(user_id, key_id)
-    return caller, model
+def settings_cache(settings: Settings) -> ModelCache:
+    return model_cache(
+        settings.model_cache_size, settings.predict_batch_rows, settings.predict_batch_delay_ms
+    )
 
 
 def load_served(
-    model: Model | None, model_id: str, settings: Settings, store: ArtifactStore
+    model: ModelRef | Model | None, model_id: str, settings: Settings, store: ArtifactStore
 ) -> Served:
     """`model` loaded (cached) with its batcher; 404 for no model, 409 when its file is
     missing or altered."""
     if model is None:
         raise NotFound(f"no model with id {model_id!r}")
-    cache = model_cache(
-        settings.model_cache_size, settings.predict_batch_rows, settings.predict_batch_delay_ms
-    )
+    cache = settings_cache(settings)
     try:
         return cache.served(model.id, store.path(model.path), model.sha256)
     except (CorruptCheckpointError, FileNotFoundError) as exc:
@@ -150,3 +168,24 @@ def load_predictor(
     if model is None:
         raise NotFound(f"no model with id {model_id!r}")
     return load_served(model, model_id, settings, store).predictor, model.id
+
+
+async def admit(
+    credentials: HTTPAuthorizationCredentials | None, model_id: str, settings: Settings
+) -> tuple[Caller, ModelRef | None]:
+    """The caller and their model `model_id` (None: no such model of theirs): from the
+    process's memory when it can tell, else from SQL in a worker thread. 401/403 for the key."""
+    admissions = get_admissions()
+    found = admissions.cached(credentials, model_id, settings)
+    if found is not None:
+        record_lookup("memory")
+        return found
+    record_lookup("database")
+    return await run_in_threadpool(admissions.admit, credentials, model_id, settings)
+
+
+async def serve(model: ModelRef | None, model_id: str, settings: Settings) -> Served:
+    """`load_served`, without a worker thread when the model is in memory already."""
+    if model is not None and (served := settings_cache(settings).loaded(model.id)) is not None:
+        return served
+    return await run_in_threadpool(load_served, model, model_id, settings, get_store())

@@ -20,6 +20,7 @@ from service.errors import KeikoError
 from service.events import EventHub
 from service.metrics import RequestMetrics
 from service.ratelimit import get_rate_limiter
+from service.revocations import get_revocations
 from service.routes import datasets, gallery, health, jobs, models, oip, predict, users, web
 from service.routes import metrics as scrape
 from service.settings import get_settings
@@ -39,7 +40,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     get_rate_limiter()  # built before the first request, not by several at once
     hub = EventHub(get_settings())
     app.state.event_hub = hub
-    background = [asyncio.create_task(sweep_forever()), asyncio.create_task(hub.run())]
+    revocations = get_revocations()  # its shared counter exists before the first request
+    background = [
+        asyncio.create_task(sweep_forever()),
+        asyncio.create_task(hub.run()),
+        asyncio.create_task(revocations.listen()),
+    ]
     try:
         yield
     finally:

@@ -94,6 +94,19 @@ PREDICT_BATCH_ROWS = Histogram(
 )
 
 
+PREDICT_LOOKUPS = Counter(
+    "keiko_predict_lookups",
+    "Key and model lookups of predict calls, by where they were answered: `memory` (this "
+    "process's cache, no query) or `database`.",
+    ("source",),
+    registry=REGISTRY,
+)
+
+
+def record_lookup(source: str) -> None:
+    PREDICT_LOOKUPS.labels(source=source).inc()
+
+
 def record_batch(calls: int, rows: int) -> None:
     """One forward pass of the predict batcher (service.batching)."""
     PREDICT_BATCH_CALLS.observe(calls)

@@ -14,8 +14,9 @@ import time
 from functools import lru_cache
 
 from limits import parse
-from limits.storage import Storage, storage_from_string
+from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from starlette.concurrency import run_in_threadpool
 
 from service.auth import Caller
 from service.errors import TooManyRequests
@@ -36,6 +37,17 @@ def storage_url(settings: Settings) -> str:
 class RateLimiter:
     def __init__(self, storage: Storage) -> None:
         self.limiter = MovingWindowRateLimiter(storage)
+        self.in_memory = isinstance(storage, MemoryStorage)
+
+    async def hit_async(self, what: str, rate: str, caller: Caller) -> None:
+        """`hit` from the event loop: at once where the counters are in memory, in a worker
+        thread where they are in Redis (a round trip must not stall the loop)."""
+        if caller.key_id is None:
+            return
+        if self.in_memory:
+            self.hit(what, rate, caller)
+        else:
+            await run_in_threadpool(self.hit, what, rate, caller)
 
     def hit(self, what: str, rate: str, caller: Caller) -> None:
         """Count one call of `what` by the caller's key; 429 with Retry-After when over."""

@@ -19,8 +19,9 @@ from service import repository
 from service.auth import Caller, CallerDep
 from service.deps import SessionDep, SettingsDep, StoreDep
 from service.errors import NotFound, Unprocessable, responses
-from service.inference import load_predictor, unloadable
+from service.inference import load_predictor, settings_cache, unloadable
 from service.ratelimit import get_rate_limiter
+from service.revocations import get_revocations
 from service.schemas import ModelRead, Page, RolloutRequest, RolloutResponse
 from service.storage import ArtifactStore
 from service.tables import Model
@@ -56,7 +57,7 @@ def get_model(model_id: str, caller: CallerDep, session: SessionDep) -> Model:
 
 @router.delete("/{model_id}", status_code=204, summary="Delete a model", responses=responses(404))
 def delete_model(
-    model_id: str, caller: CallerDep, session: SessionDep, store: StoreDep
+    model_id: str, caller: CallerDep, session: SessionDep, settings: SettingsDep, store: StoreDep
 ) -> Response:
     """Delete a model and its weights file; its job stays, without a model."""
     model = repository.get_model(session, model_id=model_id, owner_id=caller.user_id)
@@ -65,6 +66,8 @@ def delete_model(
     folder = str(PurePosixPath(model.path).parent)  # models/<id>/: the bundle and nothing else
     session.delete(model)
     session.commit()
+    get_revocations().revoke()  # every API process forgets it before this answers
+    settings_cache(settings).discard(model_id)
     store.delete(folder)
     return Response(status_code=204)
 

@@ -11,21 +11,18 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from models.base import InputError
 from service import oip, repository
 from service.auth import Caller, CallerDep, KeyDep
-from service.db import get_sessionmaker
-from service.deps import SessionDep, SettingsDep, StoreDep, get_store
+from service.deps import SessionDep, SettingsDep, StoreDep
 from service.errors import KeikoError, NotFound
-from service.inference import load_predictor, load_served, owned_model
+from service.inference import admit, load_predictor, serve
 from service.ratelimit import get_rate_limiter
 from service.routes.health import check_database
-from service.settings import Settings, get_settings
+from service.settings import get_settings
 from service.tables import Model
 
 VERSION = "1"
@@ -262,34 +259,21 @@ async def infer(
     same answers as `POST /predict`); JSON, or Triton's binary-data extension."""
     body = await request.body()
     header = request.headers.get(oip.HEADER_LENGTH)
-    # One hop to a worker thread for all of it, as POST /predict.
-    return await run_in_threadpool(
-        _infer, model_id, version, body, header, credentials, get_settings()
-    )
-
-
-def _infer(
-    model_id: str,
-    version: str | None,
-    body: bytes,
-    header: str | None,
-    credentials: HTTPAuthorizationCredentials | None,
-    settings: Settings,
-) -> Response:
+    settings = get_settings()
     try:
-        with get_sessionmaker()() as session:
-            caller, model = owned_model(credentials, model_id, session, settings)
-            get_rate_limiter().hit("POST /predict", settings.rate_limit_predict, caller)
-            if version is not None and version != VERSION:
-                raise NotFound(f"model {model_id!r} has no version {version!r}; its only one is 1")
-            served = load_served(model, model_id, settings, get_store())
-            assert model is not None  # load_served answered 404 otherwise
-            found = model.id
-            inputs, outputs = oip.model_tensors(model.task, model.input_schema, model.output)
+        caller, model = await admit(credentials, model_id, settings)
+        await get_rate_limiter().hit_async("POST /predict", settings.rate_limit_predict, caller)
+        if version is not None and version != VERSION:
+            raise NotFound(f"model {model_id!r} has no version {version!r}; its only one is 1")
+        served = await serve(model, model_id, settings)
+        assert model is not None  # serve answered 404 otherwise
+        inputs, outputs = oip.model_tensors(model.task, model.input_schema, model.output)
         parsed = oip.parse_infer(body, header)
         rows = oip.predict_inputs(parsed.tensors, inputs, settings.max_predict_rows)
-        result = served.predict(found, rows)
-        content, head = oip.infer_answer(found, parsed, oip.output_arrays(result, outputs), outputs)
+        result = await served.predict(model.id, rows)
+        content, head = oip.infer_answer(
+            model.id, parsed, oip.output_arrays(result, outputs), outputs
+        )
     except KeikoError as exc:
         return error(exc.status_code, exc.message)
     except oip.TooManyRows as exc:

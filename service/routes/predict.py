@@ -6,19 +6,17 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
 from models.base import InputError
 from service.auth import CallerDep, KeyDep
-from service.db import get_sessionmaker
-from service.deps import SessionDep, SettingsDep, StoreDep, get_store
+from service.deps import SessionDep, SettingsDep, StoreDep
 from service.errors import PayloadTooLarge, Unprocessable, responses
-from service.inference import load_predictor, load_served, owned_model
+from service.inference import admit, load_predictor, serve
 from service.metrics import record_prediction
 from service.ratelimit import get_rate_limiter
 from service.schemas import PredictRequest, PredictResponse
-from service.settings import Settings, get_settings
+from service.settings import get_settings
 from service.uploads import receive_upload
 
 MAX_PREDICT_FILES = 32
@@ -35,29 +33,22 @@ router = APIRouter(tags=["predict"], responses=responses(401, 403))
 async def predict(request: PredictRequest, credentials: KeyDep) -> Response:
     """Apply the model's stored preprocessing and network to `inputs`; labels come back as
     they were in the training data."""
-    # One hop to a worker thread for all of it (a sync dependency or route costs one each).
-    return await run_in_threadpool(_predict, request, credentials, get_settings())
-
-
-def _predict(
-    request: PredictRequest, credentials: HTTPAuthorizationCredentials | None, settings: Settings
-) -> Response:
-    with get_sessionmaker()() as session:
-        caller, model = owned_model(credentials, request.model_id, session, settings)
-        get_rate_limiter().hit("POST /predict", settings.rate_limit_predict, caller)
-        if len(request.inputs) > settings.max_predict_rows:
-            raise PayloadTooLarge(
-                f"{len(request.inputs)} inputs in one call; the limit is "
-                f"{settings.max_predict_rows}"
-            )
-        served = load_served(model, request.model_id, settings, get_store())
-        assert model is not None  # load_served answered 404 otherwise
-        model_id = model.id
+    # In the event loop, from memory once the key and model are known to this process; the
+    # batch's work (checking, encoding, the network, decoding) is one hop to a thread.
+    settings = get_settings()
+    caller, model = await admit(credentials, request.model_id, settings)
+    await get_rate_limiter().hit_async("POST /predict", settings.rate_limit_predict, caller)
+    if len(request.inputs) > settings.max_predict_rows:
+        raise PayloadTooLarge(
+            f"{len(request.inputs)} inputs in one call; the limit is {settings.max_predict_rows}"
+        )
+    served = await serve(model, request.model_id, settings)
+    assert model is not None  # serve answered 404 otherwise
     try:
-        result = served.predict(model_id, request.inputs)
+        result = await served.predict(model.id, request.inputs)
     except InputError as exc:
         raise Unprocessable(str(exc)) from exc
-    answer = PredictResponse(model_id=model_id, **result)
+    answer = PredictResponse(model_id=model.id, **result)
     return Response(answer.model_dump_json(), media_type="application/json")
 
 

@@ -9,6 +9,7 @@ from service import repository
 from service.auth import AdminDep, issue_key
 from service.deps import SessionDep
 from service.errors import Conflict, NotFound, responses
+from service.revocations import get_revocations
 from service.schemas import KeyCreate, KeyCreated, KeyRead, UserCreate, UserRead
 from service.tables import ApiKey, User
 
@@ -75,4 +76,5 @@ def delete_key(key_id: str, _admin: AdminDep, session: SessionDep) -> Response:
         raise NotFound(f"no API key with id {key_id!r}")
     session.delete(key)
     session.commit()
+    get_revocations().revoke()  # every API process forgets it before this answers
     return Response(status_code=204)
