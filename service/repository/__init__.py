@@ -26,6 +26,7 @@ from service.repository.accounts import (
     get_key,
     get_user,
     idempotent_request,
+    list_keys,
     list_users,
     user_named,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "key_and_model",
     "list_datasets",
     "list_jobs",
+    "list_keys",
     "list_models",
     "list_users",
     "mark_dispatched",

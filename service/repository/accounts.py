@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from service.repository._common import _storable
@@ -22,8 +22,21 @@ def user_named(session: Session, *, name: str) -> User | None:
     return session.scalars(select(User).where(User.name == name)).first()
 
 
-def list_users(session: Session) -> Sequence[User]:
-    return session.scalars(select(User).order_by(User.created_at, User.id)).all()
+def list_users(session: Session, *, limit: int, offset: int) -> tuple[Sequence[User], int]:
+    """A page of users, oldest first, and how many there are."""
+    total = session.scalar(select(func.count()).select_from(User)) or 0
+    query = select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
+    return session.scalars(query).all(), total
+
+
+def list_keys(
+    session: Session, *, user_id: str, limit: int, offset: int
+) -> tuple[Sequence[ApiKey], int]:
+    """A page of a user's keys, oldest first, and how many they have."""
+    mine = ApiKey.user_id == user_id
+    total = session.scalar(select(func.count()).select_from(ApiKey).where(mine)) or 0
+    query = select(ApiKey).where(mine).order_by(ApiKey.created_at, ApiKey.id)
+    return session.scalars(query.limit(limit).offset(offset)).all(), total
 
 
 def find_key(session: Session, *, key_hash: str) -> ApiKey | None:

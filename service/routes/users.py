@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 from sqlalchemy.exc import IntegrityError
 
 from service import repository
@@ -10,8 +12,8 @@ from service.auth import AdminDep, issue_key
 from service.deps import SessionDep
 from service.errors import Conflict, NotFound, responses
 from service.revocations import get_revocations
-from service.schemas import KeyCreate, KeyCreated, KeyRead, UserCreate, UserRead
-from service.tables import ApiKey, User
+from service.schemas import KeyCreate, KeyCreated, KeyRead, Page, UserCreate, UserRead
+from service.tables import User
 
 router = APIRouter(tags=["users"], responses=responses(401, 403))
 
@@ -33,10 +35,18 @@ def create_user(body: UserCreate, _admin: AdminDep, session: SessionDep) -> User
     return user
 
 
-@router.get("/users", response_model=list[UserRead], summary="List users")
-def list_users(_admin: AdminDep, session: SessionDep) -> list[User]:
-    """Every user, oldest first (the built-in `local` owns what was made with auth off)."""
-    return list(repository.list_users(session))
+@router.get("/users", response_model=Page[UserRead], summary="List users")
+def list_users(
+    _admin: AdminDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+) -> Page[UserRead]:
+    """Users, oldest first (the built-in `local` owns what was made with auth off), in the
+    envelope every list has: `items`, `total`, `limit`, `offset`."""
+    rows, total = repository.list_users(session, limit=limit, offset=offset)
+    items = [UserRead.model_validate(row) for row in rows]
+    return Page[UserRead](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.post(
@@ -55,15 +65,22 @@ def create_key(
 
 
 @router.get(
-    "/users/{user_id}/keys", response_model=list[KeyRead], summary="List a user's keys",
+    "/users/{user_id}/keys", response_model=Page[KeyRead], summary="List a user's keys",
     responses=responses(404),
 )  # fmt: skip
-def list_keys(user_id: str, _admin: AdminDep, session: SessionDep) -> list[ApiKey]:
-    """A user's keys: names, prefixes and dates, never the keys themselves."""
-    user = repository.get_user(session, user_id=user_id)
-    if user is None:
+def list_keys(
+    user_id: str,
+    _admin: AdminDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+) -> Page[KeyRead]:
+    """A user's keys, oldest first: names, prefixes and dates, never the keys themselves."""
+    if repository.get_user(session, user_id=user_id) is None:
         raise NotFound(f"no user with id {user_id!r}")
-    return list(user.keys)
+    rows, total = repository.list_keys(session, user_id=user_id, limit=limit, offset=offset)
+    items = [KeyRead.model_validate(row) for row in rows]
+    return Page[KeyRead](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.delete(

@@ -67,8 +67,8 @@ def lookups(base: str) -> dict[str, float]:
 def key_id_of(stack: Stack, key: str) -> tuple[str, str]:
     """(user id, key id) of a key, found by its prefix with the admin key."""
     with stack.admin() as admin:
-        for user in admin.get("/users").json():
-            for listed in admin.get(f"/users/{user['id']}/keys").json():
+        for user in admin.get("/users", params={"limit": 500}).json()["items"]:
+            for listed in admin.get(f"/users/{user['id']}/keys").json()["items"]:
                 if key.startswith(listed["prefix"]):
                     return user["id"], listed["id"]
     raise AssertionError("key not found")

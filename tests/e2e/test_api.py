@@ -48,6 +48,8 @@ def test_openapi_documents_every_operation(stack: Stack) -> None:
             if ok[0] != "204":
                 # JSON, or the event stream's text/event-stream
                 assert content and all("schema" in c for c in content.values()), where
+                answer = content.get("application/json", {}).get("schema", {})
+                assert answer.get("type") != "array", f"{where}: lists answer in an envelope"
             if "{" in path or method == "post":
                 assert any(code.startswith("4") for code in operation["responses"]), where
     body = schema["paths"]["/datasets"]["post"]["requestBody"]["content"]

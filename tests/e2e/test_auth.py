@@ -56,17 +56,21 @@ def test_users_and_keys_are_managed_with_the_admin_key(stack: Stack) -> None:
     assert bob.post("/users", json={"name": "mallory"}).status_code == 403
     with stack.admin() as admin:
         assert admin.get("/jobs").status_code == 403
-        users = admin.get("/users").json()
+        users = admin.get("/users", params={"limit": 500}).json()["items"]
         # Other tests on this stack make their own bob-... users: this one holds the key.
         bob_row = next(
             u
             for u in users
             if u["name"].startswith("bob-")
-            and [k["prefix"] for k in admin.get(f"/users/{u['id']}/keys").json()] == [key[:12]]
+            and [k["prefix"] for k in admin.get(f"/users/{u['id']}/keys").json()["items"]]
+            == [key[:12]]
         )
-        keys = admin.get(f"/users/{bob_row['id']}/keys").json()
+        keys = admin.get(f"/users/{bob_row['id']}/keys").json()["items"]
         assert [k["prefix"] for k in keys] == [key[:12]]
         assert "key" not in keys[0] and "key_hash" not in keys[0]
+        page = admin.get("/users", params={"limit": 1, "offset": 1}).json()
+        assert len(page["items"]) == 1 and page["total"] == len(users) and page["offset"] == 1
+        assert page["items"][0] == users[1]  # oldest first, pages in order
         assert admin.post("/users", json={"name": bob_row["name"]}).status_code == 409
         assert admin.post("/users", json={"name": "../etc"}).status_code == 422
         second = admin.post(f"/users/{bob_row['id']}/keys", json={"name": "ci"}).json()
@@ -228,8 +232,9 @@ def test_add_user_from_the_command_line(stack: Stack) -> None:
     again = add_user(name, "--key-name", "second")  # same user, another key
     assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] != key
     with stack.admin() as admin:
-        user = next(u for u in admin.get("/users").json() if u["name"] == name)
-        keys = admin.get(f"/users/{user['id']}/keys").json()
+        users = admin.get("/users", params={"limit": 500}).json()["items"]
+        user = next(u for u in users if u["name"] == name)
+        keys = admin.get(f"/users/{user['id']}/keys").json()["items"]
     assert [k["name"] for k in keys] == ["default", "second"]
     assert add_user("../nope").returncode == 2
 
