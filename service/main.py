@@ -84,7 +84,8 @@ def create_app() -> FastAPI:
         log.exception("unhandled error", exc_info=exc)
         return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
 
-    for module in (health, users, datasets, jobs, models, predict, oip, web, gallery):
+    # Predict routes first: a request is matched against the routes in this order.
+    for module in (health, predict, oip, users, datasets, jobs, models, web, gallery):
         app.include_router(module.router)
     app.include_router(scrape.router)
     app.add_middleware(BodyLimit, max_bytes=get_settings().max_request_bytes)

@@ -203,16 +203,17 @@ def _input_tensor(item: dict[str, Any], raw: memoryview) -> tuple[str, np.ndarra
 
 
 def _json_data(data: Any, datatype: str, name: str) -> np.ndarray:
+    # A flat list (what clients send, row-major) needs no walk; nested lists are flattened.
+    flat = isinstance(data, list) and not any(isinstance(v, list) for v in data)
+    values = data if flat else list(_flatten(data))
     if datatype == "BYTES":
-        values = list(_flatten(data))
         if not all(isinstance(v, str) for v in values):
             raise ProtocolError(f"input {name!r}: BYTES data must be strings")
         return np.array([v.encode() for v in values], dtype=np.object_)
-    values = list(_flatten(data))
     if datatype == "BOOL":
         if not all(isinstance(v, bool) for v in values):
             raise ProtocolError(f"input {name!r}: BOOL data must be true or false")
-    elif not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+    elif not all(type(v) is int or type(v) is float for v in values):  # JSON: no subclasses
         raise ProtocolError(f"input {name!r}: {datatype} data must be numbers")
     try:
         return np.array(values, dtype=DTYPES[datatype])

@@ -1,5 +1,5 @@
-"""Per-key rate limits (the `limits` library): a moving window, counted in Redis when the
-deployment has one, so that every API process shares the counters, else in memory.
+"""Per-key rate limits: a moving window, counted in Redis when the deployment has one (the
+`limits` library), so that every API process shares the counters, else in memory.
 
 A limiter whose storage is down lets requests through and logs it: a broken counter must not
 take predictions or job submissions down with it.
@@ -11,9 +11,10 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from functools import lru_cache
 
-from limits import parse
+from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage, Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from starlette.concurrency import run_in_threadpool
@@ -34,10 +35,38 @@ def storage_url(settings: Settings) -> str:
     return "memory://"
 
 
+class LocalWindows:
+    """Moving windows in this process's memory, for one API process without Redis.
+
+    limits' MemoryStorage expires its entries with a timer thread that it starts again
+    10 ms after the last one ended: under load that is a thread start (and a wait for it)
+    inside a request every few calls, about a tenth of a busy API's event loop. Here each
+    key keeps the times of its latest hits, at most as many as its limit allows, and the
+    window is read from them."""
+
+    def __init__(self) -> None:
+        self._hits: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, item: RateLimitItem, what: str, key: str) -> float | None:
+        """Count a hit if the window has room (None); else the Unix time it will have."""
+        limit, seconds = item.amount, item.get_expiry()
+        now = time.time()
+        with self._lock:
+            hits = self._hits.get((what, key))
+            if hits is None:
+                hits = self._hits[(what, key)] = deque(maxlen=limit)
+            if len(hits) == limit and hits[0] > now - seconds:
+                return hits[0] + seconds
+            hits.append(now)
+            return None
+
+
 class RateLimiter:
     def __init__(self, storage: Storage) -> None:
-        self.limiter = MovingWindowRateLimiter(storage)
         self.in_memory = isinstance(storage, MemoryStorage)
+        self.limiter = MovingWindowRateLimiter(storage)
+        self.local = LocalWindows()
 
     async def hit_async(self, what: str, rate: str, caller: Caller) -> None:
         """`hit` from the event loop: at once where the counters are in memory, in a worker
@@ -54,14 +83,19 @@ class RateLimiter:
         if caller.key_id is None:  # authentication off: no keys to tell callers apart
             return
         item = parse(rate)
-        try:
-            if self.limiter.hit(item, what, caller.key_id):
+        if self.in_memory:
+            reset_time = self.local.hit(item, what, caller.key_id)
+            if reset_time is None:
                 return
-            stats = self.limiter.get_window_stats(item, what, caller.key_id)
-        except Exception:  # storage down: fail open
-            log.exception("rate limiter storage failed; letting the request through")
-            return
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        else:
+            try:
+                if self.limiter.hit(item, what, caller.key_id):
+                    return
+                reset_time = self.limiter.get_window_stats(item, what, caller.key_id).reset_time
+            except Exception:  # storage down: fail open
+                log.exception("rate limiter storage failed; letting the request through")
+                return
+        retry_after = max(1, math.ceil(reset_time - time.time()))
         raise TooManyRequests(
             f"rate limit of {rate} for {what} reached for this API key; retry in {retry_after} s",
             retry_after=retry_after,

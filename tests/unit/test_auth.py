@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from limits.storage import MemoryStorage
 from pydantic import ValidationError
@@ -54,6 +56,20 @@ def test_rate_limit_counts_per_key_and_says_when_to_retry() -> None:
     limiter.hit("POST /jobs", "3/minute", alice)  # another endpoint, another budget
     for _ in range(10):  # authentication off: no key to count by
         limiter.hit("POST /predict", "3/minute", Caller("local", None))
+
+
+def test_the_window_moves() -> None:
+    limiter = RateLimiter(MemoryStorage())
+    alice = Caller("u1", "k1")
+    limiter.hit("POST /predict", "2/second", alice)
+    time.sleep(0.5)
+    limiter.hit("POST /predict", "2/second", alice)
+    with pytest.raises(TooManyRequests):
+        limiter.hit("POST /predict", "2/second", alice)
+    time.sleep(0.55)  # the first hit has left the window, the second has not
+    limiter.hit("POST /predict", "2/second", alice)
+    with pytest.raises(TooManyRequests):
+        limiter.hit("POST /predict", "2/second", alice)
 
 
 def test_rate_limit_storage_follows_the_broker() -> None:
