@@ -41,8 +41,8 @@ class LocalWindows:
     limits' MemoryStorage expires its entries with a timer thread that it starts again
     10 ms after the last one ended: under load that is a thread start (and a wait for it)
     inside a request every few calls, about a tenth of a busy API's event loop. Here each
-    key keeps the times of its latest hits, at most as many as its limit allows, and the
-    window is read from them."""
+    key keeps the times of its hits within the window (at most its limit), and the window
+    is read from them."""
 
     def __init__(self) -> None:
         self._hits: dict[tuple[str, str], deque[float]] = {}
@@ -56,7 +56,9 @@ class LocalWindows:
             hits = self._hits.get((what, key))
             if hits is None:
                 hits = self._hits[(what, key)] = deque(maxlen=limit)
-            if len(hits) == limit and hits[0] > now - seconds:
+            while hits and hits[0] <= now - seconds:  # memory: the window's hits only
+                hits.popleft()
+            if len(hits) == limit:
                 return hits[0] + seconds
             hits.append(now)
             return None
