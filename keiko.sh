@@ -53,9 +53,9 @@ case "$command" in
         ensure_chromium
         exec "$VENV/bin/python" -m pytest "$@" ;;
     lint)
-        "$VENV/bin/ruff" check service workers models tests bench
-        "$VENV/bin/ruff" format --check service workers models tests bench
-        "$VENV/bin/mypy" service workers models
+        "$VENV/bin/ruff" check service workers models keiko tests bench
+        "$VENV/bin/ruff" format --check service workers models keiko tests bench
+        "$VENV/bin/mypy" service workers models keiko
         exec "$VENV/bin/lint-imports" --no-cache ;;  # the import contracts in pyproject.toml
     *)
         echo "usage: ./keiko.sh serve|test|lint|api|worker|migrate|add-user" >&2

@@ -12,11 +12,14 @@ import pytest
 from service.cli import ROOT
 
 CHECKS = {
-    "ruff check": [sys.executable, "-m", "ruff", "check", "service", "workers", "models", "tests"],
-    "ruff format": [
-        sys.executable, "-m", "ruff", "format", "--check", "service", "workers", "models", "tests",
+    "ruff check": [
+        sys.executable, "-m", "ruff", "check", "service", "workers", "models", "keiko", "tests",
     ],
-    "mypy": [sys.executable, "-m", "mypy", "service", "workers", "models"],
+    "ruff format": [
+        sys.executable, "-m", "ruff", "format", "--check", "service", "workers", "models",
+        "keiko", "tests",
+    ],
+    "mypy": [sys.executable, "-m", "mypy", "service", "workers", "models", "keiko"],
     # [tool.importlinter] in pyproject.toml: which package may import which.
     "import contracts": [
         str(Path(sys.executable).parent / "lint-imports"), "--no-cache", "--no-logo",
