@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from pydantic import TypeAdapter
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 from models.base import DataShape, PreparedData, Reporter, SpecError, TrainingError, TrainResult
 from models.blocks import activation_layer, dense_head, init_by_activation
@@ -231,6 +230,9 @@ def _feature_layers(layers: Sequence[LayerSpec], input_shape: Shape) -> nn.Seque
 
 def _resnet(input_shape: Shape, num_outputs: int, widths: Sequence[int], blocks: int) -> ConvNet:
     """CIFAR-style ResNet: 3x3 stem, stages at stride 1, 2, 2, global average pool, linear."""
+    # Imported here: torchvision takes a second and a half to import, and only this needs it.
+    from torchvision.models.resnet import BasicBlock
+
     stem = nn.Conv2d(input_shape[0], widths[0], 3, padding=1, bias=False)
     modules: list[nn.Module] = [stem, nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)]
     channels = widths[0]
