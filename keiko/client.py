@@ -45,6 +45,8 @@ FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 RETRY_STATUSES = frozenset({502, 503, 504})
 # Reads on a stream: the API pings every 15 s, so a minute of silence is a dead connection.
 STREAM_TIMEOUT = httpx.Timeout(10.0, read=60.0)
+# An upload is answered once the API has parsed the whole file: minutes for a large one.
+UPLOAD_TIMEOUT = httpx.Timeout(60.0, read=600.0)
 
 
 def _api_error(response: httpx.Response) -> APIError:
@@ -184,7 +186,8 @@ class Keiko:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise Unreachable(f"cannot reach the Keiko API at {self.url}: {exc}") from exc
+            reason = str(exc) or type(exc).__name__
+            raise Unreachable(f"cannot reach the Keiko API at {self.url}: {reason}") from exc
         if response.is_error:
             raise _api_error(response)
         return response
@@ -207,7 +210,9 @@ class Keiko:
                     raise KeikoError(f"{path}: {exc.strerror}") from exc
             files = [("file", (Path(f.name).name, f)) for f in opened]
             data = {"name": name} if name else {}
-            response = self.send("POST", "/datasets", files=files, data=data)
+            response = self.send(
+                "POST", "/datasets", files=files, data=data, timeout=UPLOAD_TIMEOUT
+            )
         finally:
             for file in opened:
                 file.close()

@@ -5,6 +5,7 @@ file, a pipe, CI)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib.util import find_spec
 from statistics import fmean
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +35,9 @@ class JobProgress:
         self.latest: dict[str, Any] = job.history[-1].model_dump() if job.history else {}
         self.seconds: dict[int, float] = {}  # epoch -> wall time, for the ETA
         self.steps_per_second: float | None = None
-        self.drawn = self.console.is_jupyter or (
-            self.console.is_terminal and not self.console.is_dumb_terminal
-        )
+        # rich draws in a notebook through ipywidgets; without it, lines are all that shows.
+        notebook = self.console.is_jupyter and find_spec("ipywidgets") is not None
+        self.drawn = notebook or (self.console.is_terminal and not self.console.is_dumb_terminal)
         self.bar: Progress | None = None
         self.task: TaskID | None = None
 
