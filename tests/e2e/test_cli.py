@@ -272,3 +272,25 @@ def test_help_answers_without_importing_torch() -> None:
 def test_a_command_line_that_does_not_parse_exits_2(args: list[str], tmp_path: Path) -> None:
     done = run_keiko(cli_env(None, tmp_path), *args)
     assert done.returncode == 2 and "Usage: keiko" in done.stderr
+
+
+def test_a_policy_follows_by_steps_and_rolls_out(embedded_stack: Stack, tmp_path: Path) -> None:
+    """Reinforcement learning: no dataset, progress in environment steps, rollouts."""
+    stack = embedded_stack
+    env = cli_env(stack, tmp_path / "config")
+    spec = {"model": {"kind": "q_learning", "env": "GridWorld", "alpha": 0.5, "gamma": 0.9,
+                      "exploration": {"start": 1.0, "end": 0.05, "fraction": 0.5}},
+            "training": {"total_steps": 3000, "eval_interval": 1000}}  # fmt: skip
+    (tmp_path / "grid.json").write_text(json.dumps(spec))
+    followed = run_keiko(env, "train", str(tmp_path / "grid.json"), "--follow")
+    assert followed.returncode == 0, followed.stderr
+    job_id = started_job(followed.stderr)
+    steps = re.findall(rf"^job {job_id[:8]} step (\d+)/3000 ", followed.stderr, re.MULTILINE)
+    assert steps == ["1000", "2000", "3000"]
+    assert re.search(r"evaluation", followed.stdout) and "return_mean" in followed.stdout
+    model_id = stack.http().get(f"/jobs/{job_id}").json()["model_id"]
+    played = keiko_json(env, "rollout", model_id, "--episodes", "2", "--seed", "1")
+    direct = stack.http().post(f"/models/{model_id}/rollout", json={"episodes": 2, "seed": 1})
+    assert played == direct.json() and played["returns"] == [8.0, 8.0]  # the course's best
+    table = run_keiko(env, "rollout", model_id, "--episodes", "2")
+    assert table.returncode == 0 and "rollout" in table.stdout
