@@ -164,7 +164,7 @@ def predictions_table(answer: PredictResponse, names: Sequence[str]) -> Table:
     if answer.q_values is not None:
         table.add_column("q_values")
     for i, prediction in enumerate(answer.predictions):
-        row = [names[i] if i < len(names) else str(i), _value(prediction)]
+        row = [names[i] if i < len(names) else str(i + 1), _value(prediction)]
         if answer.probabilities is not None:
             row.append(f"{max(answer.probabilities[i]):.4f}")
         if answer.q_values is not None:
