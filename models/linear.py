@@ -185,7 +185,7 @@ class Linear(ModelKind):
         objective = Objective(data.task, data.num_classes, data.target_std, data.target_mean)
 
         if model.resolved_solver(spec.task) == "normal_equation":
-            return _train_closed_form(net, model, objective, data, reporter, config)
+            return _train_closed_form(net, spec, objective, data, reporter, config)
 
         def penalty() -> torch.Tensor:
             w = net.linear.weight
@@ -219,12 +219,14 @@ def _too_wide(model: LinearSpec, features: int) -> str | None:
 
 def _train_closed_form(
     net: LinearNet,
-    model: LinearSpec,
+    spec: JobSpec,
     objective: Objective,
     data: PreparedData,
     reporter: Reporter,
     config: dict[str, Any],
 ) -> TrainResult:
+    model = spec.model
+    assert isinstance(model, LinearSpec)
     started = time.perf_counter()
     with torch.no_grad():
         design = net.features(data.train.x).cpu()
@@ -234,7 +236,7 @@ def _train_closed_form(
         net.linear.weight.copy_(w.to(net.linear.weight.dtype).unsqueeze(0))
         if net.linear.bias is not None:
             net.linear.bias.fill_(float(b))
-    metrics = final_metrics(net, objective, data)
+    metrics = final_metrics(net, objective, data, spec.training)
     history = history_metrics("val", metrics["validation"])
     record = EpochRecord(
         1,

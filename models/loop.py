@@ -101,13 +101,25 @@ def evaluate(network: nn.Module, objective: Objective, split: Split | None) -> d
 
 
 def final_metrics(
-    network: nn.Module, objective: Objective, data: PreparedData
+    network: nn.Module, objective: Objective, data: PreparedData, training: TrainingSpec
 ) -> dict[str, dict[str, Any]]:
+    """The trained network's metrics on each part; the training part on a seeded sample of
+    `training.score_training_rows` rows when it is larger (its size in `scored_rows`)."""
+    train = data.train
+    sampled = training.score_training_rows is not None and len(train) > training.score_training_rows
+    if sampled:
+        assert training.score_training_rows is not None
+        generator = torch.Generator().manual_seed(training.seed)
+        rows = torch.randperm(len(train), generator=generator)[: training.score_training_rows]
+        rows = rows.sort().values.to(train.x.device)
+        train = Split(train.x[rows], train.y[rows])
     metrics = {
-        "train": evaluate(network, objective, data.train),
+        "train": evaluate(network, objective, train),
         "validation": evaluate(network, objective, data.val),
         "test": evaluate(network, objective, data.test),
     }
+    if sampled:
+        metrics["train"]["scored_rows"] = len(train)
     for part, baseline in data.baselines.items():
         if metrics[part]:
             metrics[part].update(baseline)
@@ -319,7 +331,7 @@ def fit(
 
     if best_state is not None:
         network.load_state_dict(best_state)
-    return TrainResult(network, config, final_metrics(network, objective, data), epoch)
+    return TrainResult(network, config, final_metrics(network, objective, data, training), epoch)
 
 
 def train_network(

@@ -50,6 +50,7 @@ SUPERVISED_TRAINING_FIELDS = (
     "validation_split",
     "test_split",
     "early_stopping",
+    "score_training_rows",
 )
 
 
@@ -99,6 +100,16 @@ class TrainingSpec(StrictModel):
         True,
         description="Also keep the checkpoint with the lowest validation loss (RL: the highest "
         "evaluation return).",
+    )
+    score_training_rows: int | None = Field(
+        10_000,
+        ge=1,
+        le=2**31,
+        description="The final metrics of the training part are computed on at most this "
+        "many of its rows, drawn at random with the job's seed (as H2O's "
+        "`score_training_samples`): scoring a large training set whole costs almost another "
+        "epoch. The sample's size is in `metrics.train.scored_rows`. Null: every row. The "
+        "validation and test parts are always scored whole.",
     )
     early_stopping: EarlyStoppingSpec | None = Field(
         None, description="Stop when validation loss stops improving (needs validation_split > 0)."

@@ -101,6 +101,35 @@ def test_history_checkpoints_and_metrics(iris_csv: DataSource, tmp_path: Path) -
     assert len(data.test) == 15 and len(data.val) == 15 and len(data.train) == 120
 
 
+def test_final_training_metrics_on_a_seeded_sample_of_a_large_training_part(
+    iris_csv: DataSource, tmp_path: Path
+) -> None:
+    """Scoring the training part costs a pass over it; above `score_training_rows` rows the
+    final metrics use a sample drawn with the job's seed. Training, validation and test are
+    untouched: the same network and the same validation and test metrics either way."""
+    results = {}
+    for rows in (None, 120, 50):
+        spec = iris_spec(epochs=3, score_training_rows=rows)
+        results[rows], data = train(spec, iris_csv, MemoryReporter(tmp_path / str(rows)))
+    whole, exact, sampled = results[None], results[120], results[50]
+    assert "scored_rows" not in whole.metrics["train"]
+    assert exact.metrics == whole.metrics  # 120 training rows: nothing to sample
+    assert sampled.metrics["train"]["scored_rows"] == 50
+    assert sampled.metrics["validation"] == whole.metrics["validation"]
+    assert sampled.metrics["test"] == whole.metrics["test"]
+    # The sample's own numbers: its rows, scored by the same network.
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randperm(len(data.train), generator=generator)[:50].sort().values
+    out = sampled.network.eval()(data.train.x[rows])
+    expected = (out.argmax(-1) == data.train.y[rows]).double().mean().item()
+    assert sampled.metrics["train"]["accuracy"] == pytest.approx(expected)
+    assert sampled.metrics["train"]["accuracy"] != pytest.approx(
+        whole.metrics["train"]["accuracy"], abs=1e-9
+    ) or sampled.metrics["train"]["loss"] != pytest.approx(whole.metrics["train"]["loss"])
+    default = iris_spec().training
+    assert default.score_training_rows == 10_000
+
+
 def test_resume_from_a_checkpoint_gives_the_uninterrupted_result(
     iris_csv: DataSource, tmp_path: Path
 ) -> None:
