@@ -114,7 +114,8 @@ class Job:
                 if time.monotonic() - failing_since > self.client.reconnect_seconds:
                     raise Unreachable(
                         f"lost the event stream of job {self.id} at {self.client.url} and "
-                        f"could not reconnect for {self.client.reconnect_seconds:.0f} s: {exc}"
+                        f"could not reconnect for {self.client.reconnect_seconds:.0f} s: "
+                        f"{str(exc) or type(exc).__name__}"
                     ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)

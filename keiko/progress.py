@@ -29,6 +29,7 @@ class JobProgress:
         self.label = f"job {job.id[:8]}"
         self.reinforcement = job.task == "reinforcement"
         self.status, self.cancelling = job.status, False
+        self.said: str | None = None  # the status line printed last
         self.epoch, self.epochs = job.progress.epoch, job.progress.epochs
         self.batch, self.batches = job.progress.batch, job.progress.batches
         self.step, self.steps = job.progress.step or 0, job.progress.steps or 0
@@ -56,8 +57,6 @@ class JobProgress:
             self.task = self.bar.add_task(self.description(), where="", eta="", metrics="")
             self.refresh()  # before the first frame, which would otherwise pulse
             self.bar.start()
-        else:
-            self.say(f"{self.label} {self.status}")
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -70,12 +69,12 @@ class JobProgress:
         data = event.data
         match event.type:
             case "status":
-                changed = data["status"] != self.status
                 self.status, self.cancelling = data["status"], bool(data.get("cancel_requested"))
                 if self.status != "running":
                     self.batch = None
-                if changed and not self.drawn:
-                    self.say(f"{self.label} {self.status}")
+                if not self.drawn and self.description() != self.said:
+                    self.said = self.description()
+                    self.say(self.said)
             case "progress":
                 self.epoch, self.epochs = data["epoch"], data["epochs"]
                 self.batch, self.batches = data.get("batch"), data.get("batches")

@@ -191,6 +191,8 @@ def test_exit_codes_say_how_a_followed_job_ended(embedded_stack: Stack, tmp_path
         watcher.kill()
     assert watcher.returncode == 2, (stdout, stderr)
     assert f"job {job_id} cancelled" in stderr and "epoch 1/40" in stderr
+    statuses = re.findall(rf"^job {job_id[:8]} (\w+)$", stderr, re.MULTILINE)
+    assert statuses == ["queued", "running", "cancelling", "cancelled"]
     assert stack.http().get(f"/jobs/{job_id}").json()["status"] == "cancelled"
     again = run_keiko(env, "jobs", "cancel", job_id)
     assert again.returncode == 3
