@@ -62,6 +62,7 @@ from models.specs.optimizers import (
     SGDSpec,
     WeightDecay,
 )
+from models.specs.presets import DQN_DEFAULTS, with_environment_defaults
 from models.specs.rl import (
     GRID_CELLS,
     MAX_REPLAY_BUFFER,
@@ -81,6 +82,7 @@ from models.specs.training import (
 )
 
 __all__ = [
+    "DQN_DEFAULTS",
     "GRID_CELLS",
     "MAX_BATCH_SIZE",
     "MAX_CHANNELS",
@@ -200,7 +202,12 @@ class JobSpec(StrictModel):
         if isinstance(data, dict) and "task" not in data:
             model = data.get("model")
             if isinstance(model, dict) and model.get("kind") in RL_KINDS:
-                return {**data, "task": "reinforcement"}
+                data = {**data, "task": "reinforcement"}
+        if isinstance(data, dict):
+            model = data.get("model")
+            if isinstance(model, dict) and model.get("kind") == "dqn":
+                default_env = DQNSpec.model_fields["env"].default
+                data = with_environment_defaults(data, default_env)
         return data
 
     @model_serializer(mode="wrap")

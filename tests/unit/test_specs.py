@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from models.specs import JobSpec, LinearSpec, MLPSpec
+from models.specs import DQN_DEFAULTS, DQNSpec, JobSpec, LinearSpec, MLPSpec
 
 
 def spec(**overrides: Any) -> dict[str, Any]:
@@ -110,3 +110,50 @@ def test_a_stored_spec_holds_only_its_familys_training_settings() -> None:
 
 def stored_supervised() -> dict[str, object]:
     return {"dataset_id": "d", "task": "regression", "target": "y", "model": {"kind": "mlp"}}
+
+
+def dqn_job(model: dict[str, Any], **rest: Any) -> JobSpec:
+    return JobSpec.model_validate({"dataset_id": None, "model": {"kind": "dqn", **model}, **rest})
+
+
+@pytest.mark.parametrize("env", sorted(DQN_DEFAULTS))
+def test_a_dqn_job_takes_its_environments_tuned_settings(env: str) -> None:
+    defaults = DQN_DEFAULTS[env]
+    job = dqn_job({"env": env}, training={"seed": 1})
+    stored = job.model_dump(mode="json")
+    for name, value in defaults.model.items():
+        assert stored["model"][name] == value, name
+    assert stored["optimizer"]["name"] == defaults.optimizer["name"]
+    assert stored["optimizer"]["lr"] == defaults.optimizer["lr"]
+    assert stored["training"]["total_steps"] == defaults.training["total_steps"]
+    assert stored["training"]["seed"] == 1
+    assert JobSpec.model_validate(stored) == job  # the stored spec says what was used
+    assert defaults.source and defaults.reported
+
+
+def test_the_users_own_fields_win_over_the_tuned_ones() -> None:
+    job = dqn_job(
+        {"env": "CartPole-v1", "hidden_layers": [32], "exploration": {"end": 0.2}},
+        optimizer={"name": "adam"},
+        training={"total_steps": 2000},
+    )
+    assert job.model.hidden_layers == [32]  # type: ignore[union-attr]
+    assert job.model.train_freq == 64  # type: ignore[union-attr]  # left out: tuned
+    exploration = job.model.exploration  # type: ignore[union-attr]
+    assert (exploration.end, exploration.fraction) == (0.2, 0.16)  # one by one
+    assert job.optimizer.lr == 2.3e-3  # the same optimizer named without an lr
+    assert job.training.total_steps == 2000
+    other = dqn_job({"env": "CartPole-v1"}, optimizer={"name": "sgd", "lr": 0.01})
+    assert (other.optimizer.name, other.optimizer.lr) == ("sgd", 0.01)
+    assert dqn_job({}).model.hidden_layers == [128, 128]  # type: ignore[union-attr]  # default env
+
+
+def test_environments_without_tuned_settings_keep_the_kinds_defaults() -> None:
+    job = dqn_job({"env": "FrozenLake-v1"})
+    plain = DQNSpec(kind="dqn", env="FrozenLake-v1")
+    assert job.model == plain
+    assert job.optimizer.lr == 1e-3 and job.training.total_steps == 50_000
+    tabular = JobSpec.model_validate(
+        {"dataset_id": None, "model": {"kind": "q_learning", "env": "CartPole-v1"}}
+    )
+    assert tabular.optimizer.lr == 1e-3  # only DQN jobs take them
