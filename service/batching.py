@@ -75,9 +75,32 @@ class Batcher(Generic[Item, Answer]):
         if line is None:
             line = self._lines[loop] = _Line()
         call: _Call[Item, Answer] = _Call(item, rows, loop.create_future())
+        if line.runner is None and not line.queue:
+            return await self._run_alone(line, call)
         line.queue.append(call)
         if line.runner is None:
             line.runner = loop.create_task(self._drain(line))
+        return await call.answer
+
+    async def _run_alone(self, line: _Line[Item, Answer], call: _Call[Item, Answer]) -> Answer:
+        """The model is idle: this call's own task runs its pass at once (no task to start),
+        holding the line so that calls arriving meanwhile queue; a runner takes them after."""
+        line.runner = asyncio.current_task()
+        try:
+            if self.delay_seconds > 0:
+                line.queue.append(call)
+                await asyncio.sleep(self.delay_seconds)
+                batch = self._take(line.queue)
+            else:
+                batch = [call]
+            await self._run_batch(batch)
+        except asyncio.CancelledError:
+            call.answer.cancel()  # its caller went away: nobody runs it now
+            raise
+        finally:
+            line.runner = None
+            if line.queue:
+                line.runner = asyncio.get_running_loop().create_task(self._drain(line))
         return await call.answer
 
     async def _drain(self, line: _Line[Item, Answer]) -> None:

@@ -185,3 +185,22 @@ def test_two_event_loops_share_a_batcher_without_mixing_their_calls() -> None:
         thread.join(timeout=30)
     for base, answers in results.items():
         assert [a.item() for a in answers] == [2.0 * (base + i) for i in range(10)]
+
+
+def test_a_lone_call_cancelled_mid_pass_leaves_the_batcher_working() -> None:
+    network = SlowNetwork(seconds=0.1)
+    batcher = batcher_for(network)
+
+    async def scene() -> list:
+        alone = asyncio.create_task(batcher.run(np.zeros((1, 1), np.float32), 1))
+        await asyncio.sleep(0.02)
+        queued = asyncio.create_task(batcher.run(np.ones((1, 1), np.float32), 1))
+        await asyncio.sleep(0.01)
+        alone.cancel()  # its client left while its pass ran
+        answers = await asyncio.gather(alone, queued, return_exceptions=True)
+        answers.append(await batcher.run(np.full((1, 1), 3.0, np.float32), 1))
+        return answers
+
+    gone, queued, later = asyncio.run(scene())
+    assert isinstance(gone, asyncio.CancelledError)
+    assert queued.item() == 2.0 and later.item() == 6.0  # the queue was not stranded
