@@ -203,22 +203,29 @@ def _input_tensor(item: dict[str, Any], raw: memoryview) -> tuple[str, np.ndarra
 
 
 def _json_data(data: Any, datatype: str, name: str) -> np.ndarray:
-    # A flat list (what clients send, row-major) needs no walk; nested lists are flattened.
-    flat = isinstance(data, list) and not any(isinstance(v, list) for v in data)
-    values = data if flat else list(_flatten(data))
     if datatype == "BYTES":
+        values = list(_flatten(data))
         if not all(isinstance(v, str) for v in values):
             raise ProtocolError(f"input {name!r}: BYTES data must be strings")
         return np.array([v.encode() for v in values], dtype=np.object_)
+    try:  # flat, as clients send it (row-major), or nested to the tensor's shape
+        array = np.array(data).reshape(-1)  # numpy reads the types: bool, int, float or not
+    except ValueError:
+        raise ProtocolError(f"input {name!r}: 'data' is not a rectangular array") from None
     if datatype == "BOOL":
-        if not all(isinstance(v, bool) for v in values):
+        if array.size and array.dtype != np.bool_:
             raise ProtocolError(f"input {name!r}: BOOL data must be true or false")
-    elif not all(type(v) is int or type(v) is float for v in values):  # JSON: no subclasses
+        return array.astype(np.bool_)
+    if array.size and array.dtype.kind not in "iuf":
         raise ProtocolError(f"input {name!r}: {datatype} data must be numbers")
-    try:
-        return np.array(values, dtype=DTYPES[datatype])
-    except (OverflowError, ValueError) as exc:
-        raise ProtocolError(f"input {name!r}: {exc}") from None
+    target = np.dtype(DTYPES[datatype])
+    if target.kind in "iu" and array.size:
+        bounds = np.iinfo(target)
+        if array.min() < bounds.min or array.max() > bounds.max:
+            raise ProtocolError(
+                f"input {name!r}: values outside {bounds.min}..{bounds.max} for {datatype}"
+            )
+    return array.astype(target)
 
 
 def _flatten(data: Any) -> Any:
