@@ -21,7 +21,18 @@ from service.events import EventHub
 from service.metrics import RequestMetrics
 from service.ratelimit import get_rate_limiter
 from service.revocations import get_revocations
-from service.routes import datasets, gallery, health, jobs, models, oip, predict, users, web
+from service.routes import (
+    datasets,
+    gallery,
+    health,
+    jobs,
+    models,
+    oip,
+    predict,
+    recipes,
+    users,
+    web,
+)
 from service.routes import metrics as scrape
 from service.settings import get_settings
 
@@ -85,7 +96,7 @@ def create_app() -> FastAPI:
         return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
 
     # Predict routes first: a request is matched against the routes in this order.
-    for module in (health, predict, oip, users, datasets, jobs, models, web, gallery):
+    for module in (health, predict, oip, users, datasets, jobs, models, recipes, web, gallery):
         app.include_router(module.router)
     app.include_router(scrape.router)
     app.add_middleware(BodyLimit, max_bytes=get_settings().max_request_bytes)

@@ -184,6 +184,18 @@ class PredictRequest(BaseModel):
     )
 
 
+class RecipeRead(BaseModel):
+    name: str = Field(description="What `POST /jobs` takes as `recipe`.")
+    title: str
+    description: str
+    spec: dict[str, Any] = Field(
+        description="The job spec it stands for, without a dataset; the job's own fields go "
+        "on top of it."
+    )
+    needs: list[str] = Field(description="Fields the job must add (`dataset_id`, `target`).")
+    reached: str = Field(description="What it reached where Keiko measured it (BENCHMARKS.md).")
+
+
 class RolloutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

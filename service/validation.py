@@ -43,6 +43,11 @@ def check_job(
         kind.check(spec, description)
         count = kind.parameter_count(spec, description.shape)
     except SpecError as exc:
+        if spec.recipe is not None:  # the caller sent a name, not these settings: say so
+            raise Unprocessable(
+                f"recipe {spec.recipe!r} does not fit this dataset: {exc} (see "
+                f"GET /recipes/{spec.recipe} for what it needs)"
+            ) from exc
         raise Unprocessable(str(exc)) from exc
     _check_size(count, settings)
 

@@ -63,6 +63,7 @@ from models.specs.optimizers import (
     WeightDecay,
 )
 from models.specs.presets import DQN_DEFAULTS, with_environment_defaults
+from models.specs.recipes import RECIPES, Recipe, expand_recipe
 from models.specs.rl import (
     GRID_CELLS,
     MAX_REPLAY_BUFFER,
@@ -99,6 +100,7 @@ __all__ = [
     "MAX_WINDOW",
     "MODEL_FIELD",
     "MODEL_SPECS",
+    "RECIPES",
     "RL_KINDS",
     "RL_TRAINING_FIELDS",
     "SUPERVISED_TRAINING_FIELDS",
@@ -134,6 +136,7 @@ __all__ = [
     "PoolLayerSpec",
     "RMSPropSpec",
     "RNNSpec",
+    "Recipe",
     "SGDSpec",
     "StrictModel",
     "TabularSpec",
@@ -190,6 +193,12 @@ class JobSpec(StrictModel):
         le=MAX_WINDOW,
         description="Forecasting: season length in steps, for the seasonal-naive baseline metric.",
     )
+    recipe: Name | None = Field(
+        None,
+        description="A recipe's name (`GET /recipes`): the job is the recipe's spec with this "
+        "request's other fields on top (objects field by field; a model of another `kind` or "
+        "an optimizer of another `name` replaces the recipe's). The stored spec is the result.",
+    )
     model: ModelSpec
     optimizer: OptimizerSpec = Field(
         default_factory=lambda: AdamSpec(name="adam"), description="Default: Adam, lr 0.001."
@@ -199,6 +208,8 @@ class JobSpec(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _reinforcement_task_by_default(cls, data: object) -> object:
+        if isinstance(data, dict):
+            data = expand_recipe(data)
         if isinstance(data, dict) and "task" not in data:
             model = data.get("model")
             if isinstance(model, dict) and model.get("kind") in RL_KINDS:
