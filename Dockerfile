@@ -9,6 +9,7 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY service ./service
 COPY workers ./workers
 COPY models ./models
+COPY keiko ./keiko
 COPY migrations ./migrations
 RUN pip install --upgrade pip && pip install .
 

@@ -45,37 +45,47 @@ Token = tuple[int, int]
 
 class Revocations:
     def __init__(self, folder: Path, url: str | None, channel: str) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / "revocations"
+        self.url, self.channel = url, channel
+        self._heard = 0  # revocations heard on Redis, and losses of the subscription
+        try:
+            self._shared: mmap.mmap | None = self._map()
+        except OSError as exc:  # a read-only data directory: Redis alone, or no cache
+            log.warning("revocations: no shared counter at %s (%s)", self.path, exc)
+            self._shared = None
+        # Without Redis the shared counter is the whole story; without either, no cache.
+        self._listening = url is None and self._shared is not None
+
+    def _map(self) -> mmap.mmap:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if os.fstat(fd).st_size < COUNTER.size:
                 with _locked(fd):
                     if os.fstat(fd).st_size < COUNTER.size:
                         os.ftruncate(fd, COUNTER.size)
-            self._shared = mmap.mmap(fd, COUNTER.size)
+            return mmap.mmap(fd, COUNTER.size)
         finally:
             os.close(fd)
-        self.url, self.channel = url, channel
-        self._heard = 0  # revocations heard on Redis, and losses of the subscription
-        self._listening = url is None  # without Redis the shared counter is the whole story
 
     def token(self) -> Token | None:
         """The generation to stamp an entry read from SQL with (taken before the read), and
         to compare a cached entry's stamp with; None: trust no cache now."""
         if not self._listening:
             return None
-        return COUNTER.unpack_from(self._shared)[0], self._heard
+        shared = COUNTER.unpack_from(self._shared)[0] if self._shared is not None else 0
+        return shared, self._heard
 
     def revoke(self) -> None:
         """Tell every API process that a key or model is gone (after its delete committed)."""
-        fd = os.open(self.path, os.O_RDWR)
-        try:
-            with _locked(fd):
-                (value,) = COUNTER.unpack_from(self._shared)
-                COUNTER.pack_into(self._shared, 0, value + 1)
-        finally:
-            os.close(fd)
+        if self._shared is not None:
+            fd = os.open(self.path, os.O_RDWR)
+            try:
+                with _locked(fd):
+                    (value,) = COUNTER.unpack_from(self._shared)
+                    COUNTER.pack_into(self._shared, 0, value + 1)
+            finally:
+                os.close(fd)
         self._heard += 1
         if self.url is not None:
             self._announce()

@@ -97,3 +97,11 @@ def test_a_process_that_cannot_hear_trusts_no_cache(tmp_path: Path) -> None:
     started = time.monotonic()
     revocations.revoke()  # the shared counter moves; the announcement fails and is logged
     assert time.monotonic() - started < 3
+
+
+def test_a_data_directory_it_cannot_write_means_no_cache_without_redis(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    revocations = Revocations(blocked / "sub", None, "c")  # cannot make the folder
+    assert revocations.token() is None  # nothing could tell it of a delete: reads SQL
+    revocations.revoke()  # and a delete still answers
