@@ -24,8 +24,9 @@ from models.base import PreparedData, Split
 from models.checkpoint import write_atomic
 from models.data import CSV_BLOCK_BYTES, DataError, image_geometry, image_layout
 from models.image_io import to_nchw
-from models.loop import Objective, forward_all
+from models.loop import Objective, forward_all, scored_training_part
 from models.metrics import json_safe
+from models.specs import TrainingSpec
 
 MAX_MISTAKES = 100  # kept per job: a gallery, not a dump of the test set
 MISTAKES_FILE = "mistakes.json"
@@ -103,23 +104,29 @@ def original_images(x: torch.Tensor, preprocessing: dict[str, Any]) -> np.ndarra
 # Mistakes ---------------------------------------------------------------------------------
 
 
-def _evaluated_split(data: PreparedData) -> tuple[str, Split] | None:
+def _evaluated_split(data: PreparedData, training: TrainingSpec | None) -> tuple[str, Split] | None:
     for name, split in (("test", data.test), ("validation", data.val), ("train", data.train)):
         if split is not None and len(split) > 0:
+            if name == "train" and training is not None:
+                split = scored_training_part(split, training)
             return name, split
     return None
 
 
 def find_mistakes(
-    network: torch.nn.Module, data: PreparedData, limit: int = MAX_MISTAKES
+    network: torch.nn.Module,
+    data: PreparedData,
+    limit: int = MAX_MISTAKES,
+    training: TrainingSpec | None = None,
 ) -> dict[str, Any] | None:
-    """The images of the test part (else validation, else training) that the classifier
-    labels wrongly, most confident first: {"split", "total", "wrong", "items": [{"image",
-    "label", "predicted", "confidence"}]}. None when the model is not an image classifier."""
+    """The images of the test part (else validation, else training: with `training`, the
+    rows its final metrics scored) that the classifier labels wrongly, most confident first:
+    {"split", "total", "wrong", "items": [{"image", "label", "predicted", "confidence"}]}.
+    None when the model is not an image classifier."""
     labels = data.output.get("labels")
     if data.task != "classification" or labels is None:
         return None
-    found = _evaluated_split(data)
+    found = _evaluated_split(data, training)
     if found is None:
         return None
     name, split = found

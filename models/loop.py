@@ -100,25 +100,31 @@ def evaluate(network: nn.Module, objective: Objective, split: Split | None) -> d
     return metrics
 
 
+def scored_training_part(train: Split, training: TrainingSpec) -> Split:
+    """The rows of the training part that are scored after training: all of them, or a
+    sample of `training.score_training_rows` drawn with the job's seed when it is larger
+    (the final metrics and the gallery of mistakes take the same rows)."""
+    limit = training.score_training_rows
+    if limit is None or len(train) <= limit:
+        return train
+    generator = torch.Generator().manual_seed(training.seed)
+    rows = torch.randperm(len(train), generator=generator)[:limit].sort().values
+    rows = rows.to(train.x.device)
+    return Split(train.x[rows], train.y[rows])
+
+
 def final_metrics(
     network: nn.Module, objective: Objective, data: PreparedData, training: TrainingSpec
 ) -> dict[str, dict[str, Any]]:
-    """The trained network's metrics on each part; the training part on a seeded sample of
-    `training.score_training_rows` rows when it is larger (its size in `scored_rows`)."""
-    train = data.train
-    sampled = training.score_training_rows is not None and len(train) > training.score_training_rows
-    if sampled:
-        assert training.score_training_rows is not None
-        generator = torch.Generator().manual_seed(training.seed)
-        rows = torch.randperm(len(train), generator=generator)[: training.score_training_rows]
-        rows = rows.sort().values.to(train.x.device)
-        train = Split(train.x[rows], train.y[rows])
+    """The trained network's metrics on each part, the training part's on
+    `scored_training_part` (with `scored_rows` when that is a sample)."""
+    train = scored_training_part(data.train, training)
     metrics = {
         "train": evaluate(network, objective, train),
         "validation": evaluate(network, objective, data.val),
         "test": evaluate(network, objective, data.test),
     }
-    if sampled:
+    if len(train) < len(data.train):
         metrics["train"]["scored_rows"] = len(train)
     for part, baseline in data.baselines.items():
         if metrics[part]:

@@ -7,19 +7,24 @@ import logging
 
 from models.base import PreparedData, TrainResult
 from models.gallery import find_mistakes, write_mistakes
+from models.specs import TrainingSpec
 from service.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
 
 def record_mistakes(
-    store: ArtifactStore, job_id: str, result: TrainResult, data: PreparedData | None
+    store: ArtifactStore,
+    job_id: str,
+    result: TrainResult,
+    data: PreparedData | None,
+    training: TrainingSpec,
 ) -> None:
     """Best effort: a gallery that cannot be made is logged, and never fails the job."""
     if data is None:
         return
     try:
-        found = find_mistakes(result.network, data)
+        found = find_mistakes(result.network, data, training=training)
         if found is not None:
             write_mistakes(store.job_dir(job_id), found)
     except Exception:

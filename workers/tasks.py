@@ -170,7 +170,7 @@ def _train_and_record(
                 reporter.flush()
             raise
         reporter.flush()
-        record_mistakes(store, job_id, result, data)
+        record_mistakes(store, job_id, result, data, spec.training)
         interface = result.interface or (data.interface() if data is not None else None)
         assert interface is not None, "a kind without data must return its interface"
         metrics = json_safe(result.metrics)

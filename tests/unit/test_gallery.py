@@ -26,7 +26,9 @@ from models.gallery import (
 )
 from models.image_io import ImageSet, save_image_set
 from models.image_preprocessing import ImagePreprocessor
+from models.loop import scored_training_part
 from models.preprocessing import ArrayPreprocessor
+from models.specs import TrainingSpec
 
 RNG = np.random.default_rng(0)
 
@@ -115,6 +117,21 @@ def test_mistakes_are_the_wrong_images_most_confident_first() -> None:
         assert item["predicted"] == ["cat", "dog"][predicted[i]]
         assert item["confidence"] == pytest.approx(float(probs[i].max()))
     assert len(find_mistakes(FirstPixel(), data, limit=3)["items"]) == 3  # type: ignore[index]
+
+
+def test_without_a_test_part_the_mistakes_come_from_the_scored_training_rows() -> None:
+    """The training part's mistakes are found on the rows its final metrics scored (a
+    seeded sample when it is large), not on every training image again."""
+    data, _, _ = image_data(60)
+    data.test = None
+    whole = find_mistakes(FirstPixel(), data, limit=100)
+    assert whole is not None and whole["split"] == "train" and whole["total"] == 60
+    training = TrainingSpec(score_training_rows=20, seed=3)
+    sampled = find_mistakes(FirstPixel(), data, limit=100, training=training)
+    assert sampled is not None and sampled["split"] == "train" and sampled["total"] == 20
+    rows = scored_training_part(data.train, training)
+    predicted = FirstPixel()(rows.x).argmax(dim=1)
+    assert sampled["wrong"] == int((predicted != rows.y).sum())
 
 
 def test_regression_has_no_mistakes() -> None:
