@@ -46,6 +46,8 @@ def fuzz_config(ids: dict[str, list[str]]) -> schemathesis.Config:
         "path.job_id": "job_id",
         "path.user_id": "user_id",
         "path.key_id": "key_id",
+        "path.name": "recipe",
+        "body.recipe": "recipe",
         "body.dataset_id": "dataset_id",
         "body.test_dataset_id": "dataset_id",
         "body.target": "column",
@@ -104,6 +106,7 @@ def api_schema(fuzz_stack: Stack) -> OpenApiSchema:
         "user_id": [spare],
         "key_id": [key],
         "column": list(frame.columns),
+        "recipe": ["mnist-mlp", "forecast-lstm", "cartpole-dqn"],
     }
     return schemathesis.openapi.from_url(
         f"{fuzz_stack.base_url}/openapi.json", config=fuzz_config(ids)
