@@ -45,25 +45,13 @@ def main() -> None:
         stack = Stack("forecast", Path(folder), env).start()
         try:
             dataset_id = upload_frame(stack.http(), series(1200, args.seed))
-            spec = {
+            spec = {  # the forecast-lstm recipe (models/specs/recipes.py) on this series
+                "recipe": "forecast-lstm",
                 "dataset_id": dataset_id,
-                "task": "forecasting",
                 "target": "value",
                 "time_column": "step",
-                "window": 36,
                 "horizon": args.horizon,
-                "seasonal_period": 12,
-                "model": {"kind": "rnn", "cell": "lstm", "hidden_size": 64},
-                "optimizer": {"name": "adam", "lr": 3e-3},
-                "training": {
-                    "epochs": 40,
-                    "batch_size": 64,
-                    "validation_split": 0.1,
-                    "test_split": 0.2,
-                    "seed": args.seed,
-                    "clip_grad_norm": 1.0,
-                    "lr_schedule": {"name": "cosine"},
-                },
+                "training": {"seed": args.seed},
             }
             response = stack.http().post("/jobs", json=spec)
             assert response.status_code == 202, response.text
