@@ -20,6 +20,7 @@ from torch import nn
 from models.base import DataShape, PreparedData, Reporter, SpecError, TrainingError, TrainResult
 from models.blocks import activation_layer, dense_head, init_by_activation
 from models.describe import DataDescription
+from models.distillation import Teacher, distiller_for
 from models.kind import ModelKind, Sizing
 from models.loop import train_network
 from models.prepare import DataSource, prepare_data
@@ -464,6 +465,7 @@ class CNN(ModelKind):
         data: PreparedData | None,
         reporter: Reporter,
         *,
+        teacher: Teacher | None = None,
         cancel_poll_seconds: float = 1.0,
     ) -> TrainResult:
         """The shared loop, with the spec's augmentation applied to each training batch on
@@ -481,6 +483,7 @@ class CNN(ModelKind):
             reporter,
             batch_transform=augment,
             generators=[generator],
+            distiller=distiller_for(spec, teacher, data),
             cancel_poll_seconds=cancel_poll_seconds,
         )
 

@@ -11,9 +11,8 @@ Outside it, in the file's `metadata_props` (one entry per field, each value JSON
 input's layout and order, which positions are the one-hot encoding of which string column,
 the class labels, the task and the outputs' meaning.
 
-Every statistic comes from the bundle's stored preprocessing, read by the classes that
-predict reads it with (`models.preprocessing`, `models.image_preprocessing`,
-`models.sequences`); nothing is fitted again. A kind describes its graph through
+Every statistic comes from the bundle's stored preprocessing, as modules
+(`models.fronts`); nothing is fitted again. A kind describes its graph through
 `ModelKind.export_graph` (`models.kind`): by default a supervised network behind its stored
 preprocessing (`supervised_graph`); the reinforcement-learning kinds put their observation
 encoding in front instead (`policy_graph`).
@@ -30,15 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
 
 from models.bundle import load_network
-from models.image_preprocessing import ImagePreprocessor
-from models.preprocessing import ArrayPreprocessor, NumericColumn, TabularPreprocessor
-from models.sequences import ForecastPreprocessor, SequencePreprocessor
+from models.fronts import Front, input_front
 
 FORMATS = ("onnx",)
 METADATA_FORMAT = "keiko-onnx/1"
@@ -86,60 +82,6 @@ class Exportable(Protocol):
 
 
 # Modules inside the graph ---------------------------------------------------------------
-
-
-def _float_buffer(values: Sequence[float] | np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=torch.float32)
-
-
-class Standardise(nn.Module):
-    """(x * scale - mean) / std with the stored statistics, broadcast against one example
-    from the right; with `missing`, a NaN (a missing value) becomes 0, the training mean."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(
-        self,
-        mean: torch.Tensor,
-        std: torch.Tensor,
-        *,
-        scale: float = 1.0,
-        missing: bool = False,
-    ) -> None:
-        super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-        self.scale = scale
-        self.missing = missing
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scale != 1.0:
-            x = x * self.scale
-        z = (x - self.mean) / self.std
-        if self.missing:
-            z = torch.where(torch.isnan(z), torch.zeros_like(z), z)
-        return z
-
-
-class Reshape(nn.Module):
-    """An example's axes rearranged: flattened (arrays), a feature axis added (sequences
-    of one feature, grayscale images), channels moved first (NHWC images)."""
-
-    def __init__(self, how: str) -> None:
-        super().__init__()
-        self.how = how
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.how == "flatten":
-            return x.flatten(1)
-        if self.how == "add_last":
-            return x.unsqueeze(-1)
-        if self.how == "add_channel":
-            return x.unsqueeze(1)
-        if self.how == "channels_first":
-            return x.permute(0, 3, 1, 2)
-        return x
 
 
 class ClassificationHead(nn.Module):
@@ -205,135 +147,6 @@ class Pipeline(nn.Module):
 # Supervised models ----------------------------------------------------------------------
 
 
-@dataclass
-class _Front:
-    """The preprocessing part of a graph: its module, the input as a client sends it (one
-    example's shape and dtype), and the metadata that describes it."""
-
-    module: nn.Module
-    step: str  # what it does, for the metadata
-    shape: list[int]  # one example, as sent
-    description: dict[str, Any]
-    metadata: dict[str, Any] = field(default_factory=dict)
-    time_axis: int | None = None  # the example axis that is the time (sequences)
-
-
-def _table_front(preprocessing: dict[str, Any]) -> _Front:
-    table = TabularPreprocessor.from_json(preprocessing)
-    names = table.output_names
-    mean, std = np.zeros(len(names)), np.ones(len(names))
-    columns: list[dict[str, Any]] = []
-    position = 0
-    for column in table.columns:
-        width = len(column.output_names)
-        positions = list(range(position, position + width))
-        if isinstance(column, NumericColumn):
-            mean[position], std[position] = column.mean, column.std
-            columns.append({"name": column.name, "type": "number", "positions": positions})
-        else:
-            columns.append(
-                {
-                    "name": column.name,
-                    "type": "string",
-                    "positions": positions,
-                    "categories": list(column.categories),
-                }
-            )
-        position += width
-    module = Standardise(_float_buffer(mean), _float_buffer(std), missing=True)
-    description = {
-        "features": names,
-        "encoding": (
-            "one row per example, in `features` order: a number column's raw value (NaN when "
-            "missing) at its position; a string column one-hot over its categories at its "
-            "positions (all zeros when missing or unseen)"
-        ),
-    }
-    step = (
-        "number columns standardised with the training mean and std (NaN: the mean); "
-        "one-hot positions as they are"
-    )
-    return _Front(module, step, [len(names)], description, {"columns": columns})
-
-
-def _array_front(preprocessing: dict[str, Any]) -> _Front:
-    arrays = ArrayPreprocessor.from_json(preprocessing)
-    module = nn.Sequential(
-        Reshape("flatten"),
-        Standardise(_float_buffer(arrays.mean), _float_buffer(arrays.std), missing=True),
-    )
-    description = {"encoding": "one array per example, of the training shape (NaN: missing)"}
-    step = "flattened, standardised per position with the training mean and std (NaN: the mean)"
-    return _Front(module, step, list(arrays.input_shape), description)
-
-
-def _image_front(preprocessing: dict[str, Any]) -> _Front:
-    images = ImagePreprocessor.from_json(preprocessing)
-    layout = images.layout
-    how = {"NHW": "add_channel", "NHWC": "channels_first"}.get(layout, "none")
-    mean = _float_buffer(images.mean)[:, None, None]  # (C, 1, 1)
-    std = _float_buffer(images.std)[:, None, None]
-    module = nn.Sequential(Reshape(how), Standardise(mean, std, scale=images.scale))
-    shape = images.input_schema()["shape"]
-    white = images.image_max
-    description = {
-        "layout": layout,
-        "pixels": images.dtype,
-        "encoding": (
-            f"one image per example in the dataset's layout {layout} ({layout[1:]}), its "
-            f"values as predict takes them in nested arrays"
-            + (" (0..255)" if images.dtype == "uint8" else "")
-            + (
-                f"; an image file's 8-bit pixels times {white / 255:g}"
-                if white is not None
-                else "; this model takes no image files"
-            )
-        ),
-    }
-    step = (
-        f"{layout} to NCHW, pixels times {images.scale:g}, standardised per channel with "
-        f"mean {images.mean.tolist()} and std {images.std.tolist()}"
-    )
-    return _Front(module, step, list(shape), description)
-
-
-def _sequence_front(preprocessing: dict[str, Any]) -> _Front:
-    sequences = SequencePreprocessor.from_json(preprocessing)
-    shape = list(sequences.input_shape)  # [T, F] or [T]
-    standardise = Standardise(
-        _float_buffer(sequences.mean), _float_buffer(sequences.std), missing=True
-    )
-    module = standardise if len(shape) == 2 else nn.Sequential(Reshape("add_last"), standardise)
-    description = {"encoding": "one sequence per example, (T, F) or (T) as uploaded"}
-    step = "standardised per feature with the training mean and std (NaN: the mean)"
-    return _Front(module, step, shape, description, time_axis=0)
-
-
-def _forecast_front(preprocessing: dict[str, Any]) -> _Front:
-    forecast = ForecastPreprocessor.from_json(preprocessing)
-    module = Standardise(_float_buffer(forecast.mean), _float_buffer(forecast.std))
-    description = {
-        "columns": list(forecast.columns),
-        "encoding": (
-            f"the last {forecast.window} rows of the series per example, oldest first, each "
-            f"row the columns in order [{', '.join(forecast.columns)}]"
-        ),
-    }
-    metadata = {"window": forecast.window, "horizon": forecast.horizon}
-    step = "standardised per column with the training mean and std"
-    shape = [forecast.window, len(forecast.columns)]
-    return _Front(module, step, shape, description, metadata, time_axis=0)
-
-
-FRONTS: dict[str, Callable[[dict[str, Any]], _Front]] = {
-    "table": _table_front,
-    "array": _array_front,
-    "image": _image_front,
-    "sequence": _sequence_front,
-    "forecast": _forecast_front,
-}
-
-
 def _example(shape: Sequence[int], dynamic: dict[int, str], dtype: torch.dtype) -> torch.Tensor:
     """A batch of two; a free axis other than the batch at 3 or more, so that the tracer
     neither fixes it (sizes 0 and 1 are fixed) nor ties it to the batch (same size)."""
@@ -379,7 +192,7 @@ def _supervised_head(meta: dict[str, Any]) -> tuple[nn.Module, tuple[GraphOutput
     return head, (values,), "the target's standardisation undone"
 
 
-def _check_example_shape(front: _Front, example: torch.Tensor, meta: dict[str, Any]) -> None:
+def _check_example_shape(front: Front, example: torch.Tensor, meta: dict[str, Any]) -> None:
     """The preprocessing's output fits the network's input as the bundle recorded it."""
     if "example_shape" not in meta:
         return
@@ -403,12 +216,11 @@ def supervised_graph(
     `dynamic_axes`: the network input's axes of any size besides the batch
     (`ModelKind.dynamic_axes`); only a sequence's time axis can be one."""
     preprocessing = meta.get("preprocessing", {})
-    builder = FRONTS.get(preprocessing.get("type"))
-    if builder is None:
+    front = input_front(preprocessing)
+    if front is None:
         raise ExportError(
             f"this model's preprocessing ({preprocessing.get('type')!r}) cannot be exported"
         )
-    front = builder(preprocessing)
     dynamic = {0: "batch"}
     for axis in dynamic_axes:
         if front.time_axis is None or axis != front.time_axis + 1:

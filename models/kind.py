@@ -27,6 +27,7 @@ from torch import nn
 
 from models.base import DataShape, PreparedData, Reporter, TrainResult
 from models.describe import DataDescription
+from models.distillation import Teacher, distiller_for
 from models.envs import EnvInfo
 from models.export import ExportGraph, supervised_graph
 from models.loop import train_network
@@ -104,14 +105,22 @@ class ModelKind(ABC):
         data: PreparedData | None,
         reporter: Reporter,
         *,
+        teacher: Teacher | None = None,
         cancel_poll_seconds: float = 1.0,
     ) -> TrainResult:
         """The shared supervised loop (`models.loop`) on the network `config` sizes from the
-        prepared data (None for the kinds that make their own environments)."""
+        prepared data (None for the kinds that make their own environments). `teacher`: the
+        model the spec's `model.distillation` names, loaded (`models.distillation`)."""
         assert data is not None, f"kind {self.name} trains on a dataset"
         config = self.config(spec, data.shape())
         return train_network(
-            self.build, config, spec, data, reporter, cancel_poll_seconds=cancel_poll_seconds
+            self.build,
+            config,
+            spec,
+            data,
+            reporter,
+            distiller=distiller_for(spec, teacher, data),
+            cancel_poll_seconds=cancel_poll_seconds,
         )
 
     def planned_epochs(self, spec: JobSpec) -> int:
@@ -173,6 +182,7 @@ class EnvironmentKind(ModelKind):
         data: PreparedData | None,
         reporter: Reporter,
         *,
+        teacher: Teacher | None = None,
         cancel_poll_seconds: float = 1.0,
     ) -> TrainResult: ...
 

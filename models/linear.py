@@ -21,6 +21,7 @@ from models.base import (
     TrainResult,
 )
 from models.describe import DataDescription
+from models.distillation import Teacher
 from models.kind import ModelKind, Sizing
 from models.loop import Objective, final_metrics, fit, history_metrics
 from models.optimizers import build_optimizer
@@ -163,6 +164,7 @@ class Linear(ModelKind):
         data: PreparedData | None,
         reporter: Reporter,
         *,
+        teacher: Teacher | None = None,
         cancel_poll_seconds: float = 1.0,
     ) -> TrainResult:
         """The normal equation in one step, or the shared loop with the L1/L2 penalty; the

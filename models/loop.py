@@ -29,6 +29,7 @@ from models.base import (
     TrainResult,
 )
 from models.checkpoint import prefixed, restore_optimizer_state
+from models.distillation import Distiller
 from models.metrics import classification_metrics, regression_metrics
 from models.optimizers import build_optimizer
 from models.policy import CheckpointClock
@@ -170,6 +171,7 @@ def fit(
     penalty: Callable[[], torch.Tensor] | None = None,
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     generators: Sequence[torch.Generator] = (),
+    distiller: Distiller | None = None,
     cancel_poll_seconds: float = 1.0,
 ) -> TrainResult:
     """Mini-batch training with per-epoch reshuffling, validation, checkpoints, early stopping.
@@ -177,6 +179,8 @@ def fit(
     `penalty` is added to each batch's loss (L1/L2 terms); `batch_transform` maps each
     training batch's inputs before the forward pass (augmentation; never applied to
     validation or test data), drawing from `generators`, which checkpoints carry.
+    `distiller`: the loss is a teacher's soft term beside the labels' (`models.distillation`),
+    and the history shows both as `train_soft_loss` and `train_hard_loss`.
 
     Cancelled or released mid-epoch, it checkpoints where it stopped (the batch, the epoch's
     shuffle, the random states, the loss so far) before letting the exception through; a
@@ -193,7 +197,9 @@ def fit(
     scheduler = LRScheduler(optimizer, training.lr_schedule, training.epochs)  # before resume
     clip = training.clip_grad_norm
     skip = 0  # batches of `start_epoch` already trained (resumed from a mid-epoch checkpoint)
-    carried = (0.0, 0)  # their summed loss (each batch's mean x its size) and examples
+    # Their summed losses (each batch's mean x its size: the loss, then a distillation's
+    # soft and hard terms) and examples.
+    carried: tuple[list[float], int] = ([], 0)
     resumed = reporter.resume()
     if resumed is not None:
         state, meta = resumed.model_state, resumed.meta
@@ -205,14 +211,13 @@ def fit(
         start_epoch = int(meta["epoch"]) + 1
         if meta.get("partial"):  # written inside `epoch`: go on from the next batch
             start_epoch, skip = int(meta["epoch"]), int(meta["batch"])
-            carried = (float(meta["loss_sum"]), int(meta["seen"]))
+            sums = [float(meta["loss_sum"]), *map(float, meta.get("term_sums", []))]
+            carried = (sums, int(meta["seen"]))
         saved_best = meta.get("best_val_loss")
         best_val = math.inf if saved_best is None else float(saved_best)
         bad_epochs = int(meta.get("bad_epochs", 0))
 
-    def save(
-        epoch: int, metrics: dict[str, Any], rng: torch.Tensor, **place: float | int | bool
-    ) -> None:
+    def save(epoch: int, metrics: dict[str, Any], rng: torch.Tensor, **place: Any) -> None:
         """`rng`: the shuffling generator's state before the next permutation to draw;
         `place`: where inside `epoch` it stopped (none: the epoch is whole)."""
         tensors = {f"net.{k}": v for k, v in network.state_dict().items()}
@@ -234,13 +239,15 @@ def fit(
         epoch_rng: torch.Tensor,
         losses: list[torch.Tensor],
         sizes: list[int],
-        carried: tuple[float, int],
+        carried: tuple[list[float], int],
     ) -> None:
         """A checkpoint inside `epoch`, after `done` batches: a resume draws the epoch's
         shuffle again (`epoch_rng`) and goes on from the next batch with the loss so far."""
-        loss_sum, seen = _summed(losses, sizes, carried)
-        place = {"partial": True, "batch": done, "batches": batches, "loss_sum": loss_sum,
-                 "seen": seen}  # fmt: skip
+        sums, seen = _summed(losses, sizes, carried)
+        place: dict[str, Any] = {"partial": True, "batch": done, "batches": batches,
+                                 "loss_sum": sums[0], "seen": seen}  # fmt: skip
+        if len(sums) > 1:
+            place["term_sums"] = sums[1:]
         save(epoch, {"batch": done, "batches": batches}, epoch_rng, **place)
 
     checkpoints = CheckpointClock(training.checkpoint_every, training.checkpoint_seconds)
@@ -259,6 +266,8 @@ def fit(
     last_metrics: dict[str, Any] = {}
     losses: list[torch.Tensor] = []
     sizes: list[int] = []
+    if distiller is not None and batch_transform is None:
+        distiller.cache(train.x)  # the inputs never change: the teacher's logits once
     try:
         for epoch in range(start_epoch, training.epochs + 1):
             started = time.perf_counter()
@@ -281,21 +290,26 @@ def fit(
                 with torch.autocast(device.type, torch.bfloat16, enabled=training.mixed_precision):
                     out = network(xb)
                     loss = objective.loss(out, yb)
+                terms = loss.detach().reshape(1)
+                if distiller is not None:  # the labels' loss is the hard term
+                    soft = distiller.soft_loss(out, distiller.batch_logits(xb, idx))
+                    loss = distiller.alpha * soft + (1 - distiller.alpha) * loss
+                    terms = torch.stack([loss, soft, terms[0]]).detach()
                 objective_value = loss + penalty() if penalty is not None else loss
                 optimizer.zero_grad(set_to_none=True)
                 objective_value.backward()
                 if clip is not None:
                     nn.utils.clip_grad_norm_(network.parameters(), clip)
                 optimizer.step()
-                losses.append(loss.detach())
+                losses.append(terms)
                 sizes.append(len(idx))
                 watch.check(epoch, batch=done, batches=batches)
                 if checkpoints.overdue() and done < batches:  # a long epoch: save inside it
                     save_inside(epoch, done, epoch_rng, losses, sizes, carried)
 
-            loss_sum, seen = _summed(losses, sizes, carried)
-            carried = (0.0, 0)
-            train_loss = loss_sum / max(seen, 1) * scale
+            sums, seen = _summed(losses, sizes, carried)
+            carried = ([], 0)
+            train_loss = sums[0] / max(seen, 1) * scale
             if not math.isfinite(train_loss):
                 raise DivergedError(
                     f"training diverged at epoch {epoch}: the training loss is {train_loss} "
@@ -303,6 +317,9 @@ def fit(
                 )
             val = evaluate(network, objective, data.val)
             metrics = history_metrics("val", val)
+            if len(sums) == 3:  # distillation: the loss's two terms
+                metrics["train_soft_loss"] = sums[1] / max(seen, 1)
+                metrics["train_hard_loss"] = sums[2] / max(seen, 1)
             if training.lr_schedule is not None:
                 metrics["lr"] = scheduler.lr
             val_loss = val.get("loss")
@@ -349,10 +366,11 @@ def train_network(
     *,
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     generators: Sequence[torch.Generator] = (),
+    distiller: Distiller | None = None,
     cancel_poll_seconds: float = 1.0,
 ) -> TrainResult:
     """Seed, build the network from `config` on the data's device, and `fit` it with the
-    spec's optimizer and the task's objective."""
+    spec's optimizer and the task's objective (and `distiller`'s teacher)."""
     torch.manual_seed(spec.training.seed)
     net = build(config).to(data.train.x.device)
     optimizer = build_optimizer(spec.optimizer, net.parameters())
@@ -367,19 +385,23 @@ def train_network(
         config,
         batch_transform=batch_transform,
         generators=generators,
+        distiller=distiller,
         cancel_poll_seconds=cancel_poll_seconds,
     )
 
 
 def _summed(
-    losses: list[torch.Tensor], sizes: list[int], carried: tuple[float, int]
-) -> tuple[float, int]:
-    """The epoch's loss so far (batch means weighted by batch size, summed) and examples."""
-    loss_sum, seen = carried
+    losses: list[torch.Tensor], sizes: list[int], carried: tuple[list[float], int]
+) -> tuple[list[float], int]:
+    """The epoch's losses so far (batch means weighted by batch size, summed; each batch's
+    entry holds the loss, then any terms it is made of) and examples."""
+    sums, seen = list(carried[0]), carried[1]
     if losses:
         weights = torch.tensor(sizes, dtype=torch.float64, device=losses[0].device)
-        loss_sum += float(torch.stack(losses).double() @ weights)
-    return loss_sum, seen + sum(sizes)
+        totals = (torch.stack(losses).double().T @ weights).tolist()
+        sums += [0.0] * (len(totals) - len(sums))
+        sums = [a + b for a, b in zip(sums, totals, strict=False)]
+    return sums or [0.0], seen + sum(sizes)
 
 
 def _random_state(

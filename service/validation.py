@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from models.base import SpecError
 from models.describe import DatasetRecord, describe
+from models.distillation import TeacherRecord, check_teacher
 from models.envs import EnvError, EnvInfo
 from models.kind import EnvironmentKind
 from models.registry import get_kind
@@ -35,12 +36,16 @@ def check_job(
     dataset: DatasetRecord,
     test_dataset: DatasetRecord | None,
     settings: Settings,
+    teacher: TeacherRecord | None = None,
 ) -> None:
+    """`teacher`: the caller's model that the spec's `model.distillation` names."""
     _check_time_limit(spec, settings)
     kind = get_kind(spec.model.kind)
     try:
         description = describe(spec, dataset, test_dataset, kind.data)
         kind.check(spec, description)
+        if teacher is not None:
+            check_teacher(description, teacher)
         count = kind.parameter_count(spec, description.shape)
     except SpecError as exc:
         if spec.recipe is not None:  # the caller sent a name, not these settings: say so

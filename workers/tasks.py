@@ -16,7 +16,10 @@ from celery.exceptions import Reject
 from celery.signals import worker_init, worker_shutting_down
 
 from models.base import Cancelled, Deadline, Released, TrainingError, resolve_device
+from models.bundle import load_network
+from models.checkpoint import CorruptCheckpointError
 from models.data import DataError
+from models.distillation import Teacher
 from models.metrics import json_safe
 from models.policy import Retention
 from models.prepare import DataSource
@@ -110,13 +113,14 @@ def run_job(job_id: str) -> None:
 
 def _load(
     job_id: str, store: ArtifactStore
-) -> tuple[JobSpec, DataSource | None, DataSource | None, datetime]:
-    """Re-read the job row and re-validate its stored spec; locate its dataset files. The
-    last item is when the job first started (a resumed job keeps it: its limit counts on)."""
+) -> tuple[JobSpec, DataSource | None, DataSource | None, datetime, str]:
+    """Re-read the job row and re-validate its stored spec; locate its dataset files. Then
+    when the job first started (a resumed job keeps it: its limit counts on), and its owner."""
     with session_scope() as session:
         job = repository.get_job(session, job_id=job_id, owner_id=None)
         assert job is not None and job.started_at is not None  # claim_job set it
         spec, started_at = JobSpec.model_validate(job.spec), job.started_at
+        owner_id = job.owner_id
         sources: list[DataSource | None] = []
         for dataset_id in (job.dataset_id, job.test_dataset_id):
             dataset = (
@@ -129,7 +133,35 @@ def _load(
             )
     if sources[0] is None and spec.dataset_id is not None:
         raise DataError("the job's dataset was deleted")
-    return spec, sources[0], sources[1], started_at
+    return spec, sources[0], sources[1], started_at, owner_id
+
+
+def _load_teacher(
+    spec: JobSpec, owner_id: str, store: ArtifactStore, device: torch.device
+) -> Teacher | None:
+    """The model the spec's `model.distillation` names (its owner's own), checked against
+    its sha256 and rebuilt on `device`; None when the job distils nothing."""
+    distillation = getattr(spec.model, "distillation", None)
+    if distillation is None:
+        return None
+    model_id = distillation.teacher_model_id
+    with session_scope() as session:
+        model = repository.get_model(session, model_id=model_id, owner_id=owner_id)
+        found = (store.path(model.path), model.sha256) if model is not None else None
+    if found is None:
+        raise DataError(f"model.distillation: the teacher model {model_id} was deleted")
+    try:
+        _, network, meta = load_network(found[0], expected_sha256=found[1], kinds=get_kind)
+    except (OSError, CorruptCheckpointError) as exc:
+        why = (
+            "its file is missing"
+            if isinstance(exc, OSError)
+            else "its files do not match the sha256 recorded when it was trained"
+        )
+        raise DataError(
+            f"model.distillation: the teacher model {model_id} cannot be loaded: {why}"
+        ) from exc
+    return Teacher(model_id, network.to(device), meta)
 
 
 def _train_and_record(
@@ -140,7 +172,7 @@ def _train_and_record(
     store = ArtifactStore(settings.artifacts)
     model_id: str | None = None
     try:
-        spec, source, test_source, started_at = _load(job_id, store)
+        spec, source, test_source, started_at, owner_id = _load(job_id, store)
         limit = spec.training.time_limit_seconds or settings.max_job_seconds
         deadline = Deadline.after_start(started_at, limit)
         retention = Retention(spec.training.keep_checkpoints, spec.training.keep_best_checkpoint)
@@ -160,9 +192,14 @@ def _train_and_record(
         # Reinforcement learning has no dataset: its kinds make their own environments.
         kind = get_kind(spec.model.kind)
         data = kind.prepare(spec, source, test_source).to(device) if source else None
+        teacher = _load_teacher(spec, owner_id, store, device)
         try:
             result = kind.train(
-                spec, data, reporter, cancel_poll_seconds=settings.cancel_poll_seconds
+                spec,
+                data,
+                reporter,
+                teacher=teacher,
+                cancel_poll_seconds=settings.cancel_poll_seconds,
             )
         except Exception:
             # The epochs it did finish are history, whatever ends it.

@@ -23,6 +23,7 @@ from torch import nn
 from models.base import PreparedData, Reporter, TrainResult, resolve_device
 from models.blocks import ACTIVATIONS
 from models.checkpoint import prefixed, restore_optimizer_state
+from models.distillation import Teacher
 from models.envs import EnvInfo, check_env
 from models.kind import Sizing
 from models.optimizers import build_optimizer
@@ -326,6 +327,7 @@ class DQN(PolicyKind):
         data: PreparedData | None,
         reporter: Reporter,
         *,
+        teacher: Teacher | None = None,
         cancel_poll_seconds: float = 1.0,
     ) -> TrainResult:
         return train_dqn(spec, data, reporter, cancel_poll_seconds=cancel_poll_seconds)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from models.base import PreparedData, Reporter, TrainResult
+from models.distillation import Teacher
 from models.envs import EnvInfo, check_env
 from models.kind import Sizing
 from models.rl.common import Cadence, Session, interface, open_envs
@@ -184,6 +185,7 @@ class QLearning(PolicyKind):
         data: PreparedData | None,
         reporter: Reporter,
         *,
+        teacher: Teacher | None = None,
         cancel_poll_seconds: float = 1.0,
     ) -> TrainResult:
         return train_tabular(spec, data, reporter, cancel_poll_seconds=cancel_poll_seconds)

@@ -27,6 +27,7 @@ from models.specs.base import (
     MAX_POLY_DEGREE,
     MAX_WINDOW,
     Activation,
+    DistillationSpec,
     Identifier,
     Name,
     StrictModel,
@@ -113,6 +114,7 @@ __all__ = [
     "CNNSpec",
     "ConvLayerSpec",
     "DQNSpec",
+    "DistillationSpec",
     "DropoutLayerSpec",
     "EarlyStoppingSpec",
     "ElasticSpec",
@@ -251,6 +253,12 @@ class JobSpec(StrictModel):
             raise ValueError("batch_norm needs batch_size of at least 2")
         if isinstance(model, CNNSpec) and model.uses_batch_norm() and self.training.batch_size < 2:
             raise ValueError("batch_norm (and resnet) needs batch_size of at least 2")
+        distillation = getattr(model, "distillation", None)
+        if distillation is not None and self.task != "classification":
+            raise ValueError(
+                f"model.distillation: a teacher's class probabilities train a classifier; "
+                f"this job's task is {self.task!r}"
+            )
         self._check_forecasting()
         self._check_reinforcement()
         if self.features is not None:

@@ -41,3 +41,30 @@ def _finite(value: float, name: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value}")
     return value
+
+
+class DistillationSpec(StrictModel):
+    """Knowledge distillation (Hinton, Vinyals and Dean 2015): the network learns from a
+    trained teacher's softened outputs besides the labels. Each batch's loss is
+    `alpha * T² * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) *
+    cross-entropy(student, labels)`, T the temperature."""
+
+    teacher_model_id: Identifier = Field(
+        description="The teacher: one of your classification models (`GET /models`), trained "
+        "on data of the same shape (the same columns, for a table) and the same classes. Any "
+        "kind and preprocessing: its inputs are made from each training batch as predict "
+        "would make them."
+    )
+    temperature: float = Field(
+        4.0,
+        gt=0,
+        le=100,
+        description="T: both networks' logits are divided by it before the softmax; above 1 "
+        "the teacher's small probabilities (which wrong classes it finds alike) carry weight.",
+    )
+    alpha: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Weight of the teacher's term; 1 - alpha weighs the labels' cross-entropy.",
+    )

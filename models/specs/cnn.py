@@ -8,7 +8,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from models.specs.base import MAX_LAYER_WIDTH, MAX_LAYERS, Activation, StrictModel, _finite
+from models.specs.base import (
+    MAX_LAYER_WIDTH,
+    MAX_LAYERS,
+    Activation,
+    DistillationSpec,
+    StrictModel,
+    _finite,
+)
 
 # Caps for convolutional networks (per layer and per network).
 MAX_CHANNELS = 4096
@@ -222,6 +229,9 @@ class CNNSpec(StrictModel):
     normalize: NormalizeSpec | None = Field(
         None,
         description="Per-channel mean and std; default: computed from the training images.",
+    )
+    distillation: DistillationSpec | None = Field(
+        None, description="Learn from a trained teacher's outputs too (classification)."
     )
 
     @field_validator("head_dropout")

@@ -11,6 +11,7 @@ from models.specs.base import (
     MAX_LAYERS,
     MAX_POLY_DEGREE,
     Activation,
+    DistillationSpec,
     StrictModel,
     Task,
     _finite,
@@ -65,6 +66,9 @@ class MLPSpec(StrictModel):
     init: Literal["xavier", "he"] | None = Field(
         None, description="Weight init; default He for relu/leaky_relu, Xavier for sigmoid/tanh."
     )
+    distillation: DistillationSpec | None = Field(
+        None, description="Learn from a trained teacher's outputs too (classification)."
+    )
 
     @field_validator("dropout")
     @classmethod
@@ -96,6 +100,9 @@ class RNNSpec(StrictModel):
         default_factory=list, max_length=MAX_LAYERS, description="Hidden widths of the head."
     )
     activation: Activation = Field("relu", description="Activation of the head's layers.")
+    distillation: DistillationSpec | None = Field(
+        None, description="Learn from a trained teacher's outputs too (classification)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RNNSpec:

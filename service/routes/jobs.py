@@ -66,7 +66,18 @@ def create_job(
             )
             if test_dataset is None:
                 raise Unprocessable(f"test_dataset_id: no dataset with id {spec.test_dataset_id!r}")
-        check_job(spec, dataset, test_dataset, settings)
+        teacher = None
+        distillation = getattr(spec.model, "distillation", None)
+        if distillation is not None:
+            teacher = repository.get_model(
+                session, model_id=distillation.teacher_model_id, owner_id=caller.user_id
+            )
+            if teacher is None:
+                raise Unprocessable(
+                    "model.distillation.teacher_model_id: no model with id "
+                    f"{distillation.teacher_model_id!r}"
+                )
+        check_job(spec, dataset, test_dataset, settings, teacher)
     active = repository.active_jobs(session, owner_id=caller.user_id)
     if active >= settings.max_active_jobs:
         raise TooManyRequests(
