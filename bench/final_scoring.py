@@ -17,41 +17,23 @@ import argparse
 import platform
 import sys
 import tempfile
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.stack import ROOT, Stack, stack_env
-
-MNIST = ROOT.parent / "shared" / "data" / "mnist"
-
-
-def upload_mnist(stack: Stack) -> str:
-    files = [
-        ("file", (name, (MNIST / name).read_bytes()))
-        for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
-    ]
-    response = stack.http().post("/datasets", files=files, timeout=600)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+from bench.mnist import finished_job, upload_mnist
+from tests.stack import Stack, stack_env
 
 
 def run(stack: Stack, spec: dict[str, Any]) -> dict[str, Any]:
-    response = stack.http().post("/jobs", json=spec)
-    assert response.status_code == 202, response.text
-    job = stack.wait_for_job(response.json()["id"], timeout=6 * 3600)
-    assert job["status"] == "succeeded", job["error"]
-    seconds = (
-        datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
-    ).total_seconds()
+    job = finished_job(stack, spec)
     epochs = sum(entry["seconds"] for entry in job["history"])
     train = job["metrics"]["train"]
     return {
-        "seconds": seconds,
+        "seconds": job["seconds"],
         "epochs": epochs,
-        "rest": seconds - epochs,
+        "rest": job["seconds"] - epochs,
         "rows": train.get("scored_rows", "all"),
         "accuracy": train["accuracy"],
     }

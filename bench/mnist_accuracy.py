@@ -30,9 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from tests.stack import ROOT, Stack, stack_env
-
-MNIST = ROOT.parent / "shared" / "data" / "mnist"
+from bench.mnist import MNIST, upload_mnist
+from tests.stack import Stack, stack_env
 
 
 def _conv_block(channels: int) -> list[dict[str, Any]]:
@@ -105,16 +104,6 @@ RUNS: dict[str, dict[str, Any]] = {
 }
 
 
-def upload_pair(stack: Stack, images: str, labels: str) -> str:
-    files = [
-        ("file", (images, (MNIST / images).read_bytes())),
-        ("file", (labels, (MNIST / labels).read_bytes())),
-    ]
-    response = stack.http().post("/datasets", files=files, timeout=600)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
 def plain_loop(name: str, epochs: int) -> list[float]:
     """Epoch times of a hand-written loop on the same network, data and batch size."""
     import torch.nn.functional as F
@@ -182,10 +171,8 @@ def main() -> None:
         env.pop("OMP_NUM_THREADS", None)
         stack = Stack("mnist", Path(folder), env).start()
         try:
-            train_id = upload_pair(
-                stack, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
-            )
-            test_id = upload_pair(stack, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+            train_id = upload_mnist(stack, "train")
+            test_id = upload_mnist(stack, "test")
             spec = {
                 "dataset_id": train_id,
                 "test_dataset_id": test_id,
