@@ -36,6 +36,15 @@ _OPTIMIZERS: dict[str, dict[str, Any]] = {
     "rmsprop": {"name": "rmsprop", "lr": 0.001},
     "adam": {"name": "adam", "lr": 0.001},
 }
+# What each reached in bench/optimizer_comparison.py (test accuracy, final training loss).
+_COMPARED = {
+    "sgd": "97.73 % test accuracy, training loss 0.0149",
+    "momentum": "97.65 % test accuracy, training loss 0.0152",
+    "nesterov": "97.77 % test accuracy, training loss 0.0149",
+    "adagrad": "97.30 % test accuracy, training loss 0.0462",
+    "rmsprop": "97.33 % test accuracy, training loss 0.0185",
+    "adam": "97.54 % test accuracy, training loss 0.0195",
+}
 
 _LIST: list[Recipe] = [
     Recipe(
@@ -171,7 +180,8 @@ _LIST: list[Recipe] = [
                 "optimizer": optimizer,
                 "training": {"epochs": 10, "batch_size": 64, "validation_split": 0.1, "seed": 0},
             },
-            "not measured yet: a comparison, not a target",
+            f"{_COMPARED[name]} on MNIST after 10 epochs (BENCHMARKS.md, the optimizer "
+            "comparison): a comparison, not a target",
             ["dataset_id"],
         )
         for name, optimizer in _OPTIMIZERS.items()
