@@ -170,6 +170,9 @@ class TrainResult:
     # What the model bundle records besides the weights, when there is no PreparedData to
     # take it from (reinforcement learning): see PreparedData.interface.
     interface: dict[str, Any] | None = None
+    # The network's outputs on each part its final metrics scored ("train", "validation",
+    # "test"; the training part's sample), for what reads them after training (the gallery).
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Reporter(Protocol):

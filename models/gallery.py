@@ -118,11 +118,13 @@ def find_mistakes(
     data: PreparedData,
     limit: int = MAX_MISTAKES,
     training: TrainingSpec | None = None,
+    outputs: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any] | None:
     """The images of the test part (else validation, else training: with `training`, the
     rows its final metrics scored) that the classifier labels wrongly, most confident first:
     {"split", "total", "wrong", "items": [{"image", "label", "predicted", "confidence"}]}.
-    None when the model is not an image classifier."""
+    None when the model is not an image classifier. `outputs`: the network's outputs on the
+    parts already scored (`TrainResult.outputs`), used instead of scoring a part again."""
     labels = data.output.get("labels")
     if data.task != "classification" or labels is None:
         return None
@@ -134,8 +136,11 @@ def find_mistakes(
     if probe is None:
         return None
     objective = Objective(task="classification", num_classes=data.num_classes)
+    out = (outputs or {}).get(name)
+    if out is None or len(out) != len(split):
+        out = forward_all(network, split.x)
     with torch.inference_mode():
-        probs = objective.probabilities(forward_all(network, split.x)).cpu()  # (N, C)
+        probs = objective.probabilities(out).cpu()  # (N, C)
     confidence, predicted = probs.max(dim=-1)  # (N,), (N,)
     truth = split.y.cpu()
     wrong = torch.nonzero(predicted != truth).flatten()

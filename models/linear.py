@@ -238,7 +238,7 @@ def _train_closed_form(
         net.linear.weight.copy_(w.to(net.linear.weight.dtype).unsqueeze(0))
         if net.linear.bias is not None:
             net.linear.bias.fill_(float(b))
-    metrics = final_metrics(net, objective, data, spec.training)
+    metrics, outputs = final_metrics(net, objective, data, spec.training)
     history = history_metrics("val", metrics["validation"])
     record = EpochRecord(
         1,
@@ -251,7 +251,7 @@ def _train_closed_form(
     tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
     tensors["rng"] = torch.Generator().get_state()
     reporter.checkpoint(1, tensors, None, {"epoch": 1, "metrics": history})
-    return TrainResult(net, config, metrics, 1)
+    return TrainResult(net, config, metrics, 1, outputs=outputs)
 
 
 KIND = Linear()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,16 @@ from models.schedules import LRScheduler
 from models.specs import JobSpec, TrainingSpec
 from models.watch import Watch
 
-EVAL_BATCH = 8192
+EVAL_BATCH = 8192  # rows per scoring pass at most (on a GPU, always)
+# On a CPU a scoring pass holds its widest activation to about this many bytes: a
+# convolution over a big batch spills the caches (10,000 MNIST images through the mnist-cnn
+# recipe's network score in 8.7 s in passes of 8192 rows, in 4.1 s in passes of 128), while
+# a dense network wants passes of a few thousand rows.
+EVAL_BYTES = 8 * 2**20
+MIN_EVAL_BATCH = 32
+_eval_rows: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], int]] = (
+    weakref.WeakKeyDictionary()
+)
 HISTORY_METRICS = ("accuracy", "f1", "log_loss", "mse", "rmse", "mae", "r2")
 
 
@@ -85,20 +95,63 @@ class Objective:
 
 @torch.inference_mode()
 def forward_all(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The network's outputs for every row of `x`, in eval mode, in passes of
+    `eval_rows` rows."""
     was_training = network.training
     network.eval()
-    outs = [network(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]
+    rows = eval_rows(network, x)
+    outs = [network(x[i : i + rows]) for i in range(0, len(x), rows)]
     network.train(was_training)
     return torch.cat(outs) if outs else x.new_zeros((0, 1))
 
 
+def eval_rows(network: nn.Module, x: torch.Tensor) -> int:
+    """Rows per scoring pass over `x`: on a CPU, as many as keep the widest activation of a
+    pass within EVAL_BYTES (between MIN_EVAL_BATCH and EVAL_BATCH), found by one example's
+    forward pass once per network and example shape; few rows go in one pass unprobed."""
+    if x.device.type != "cpu" or len(x) <= 8 * MIN_EVAL_BATCH:
+        return EVAL_BATCH
+    known = _eval_rows.setdefault(network, {})
+    shape = tuple(x.shape[1:])
+    if shape not in known:
+        widest = _widest_activation(network, x[:1])
+        fit = EVAL_BYTES // max(widest * x.element_size(), 1)
+        known[shape] = int(min(max(fit, MIN_EVAL_BATCH), EVAL_BATCH))
+    return known[shape]
+
+
+def _widest_activation(network: nn.Module, example: torch.Tensor) -> int:
+    """The most values any module of `network` outputs for one example."""
+    sizes = [example.numel()]
+
+    def record(_: nn.Module, __: Any, output: Any) -> None:
+        for value in output if isinstance(output, tuple) else (output,):
+            if isinstance(value, torch.Tensor):
+                sizes.append(value.numel())
+
+    hooks = [module.register_forward_hook(record) for module in network.modules()]
+    try:
+        network(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return max(sizes)
+
+
 def evaluate(network: nn.Module, objective: Objective, split: Split | None) -> dict[str, Any]:
+    return _scored(network, objective, split)[0]
+
+
+def _scored(
+    network: nn.Module, objective: Objective, split: Split | None
+) -> tuple[dict[str, Any], torch.Tensor | None]:
+    """The metrics of `split` (none when it is empty or missing) and the outputs scored."""
     if split is None or len(split) == 0:
-        return {}
+        return {}, None
     out = forward_all(network, split.x)
     metrics = objective.metrics(out, split.y)
     metrics["loss"] = float(objective.loss(out, split.y)) * objective.loss_scale()
-    return metrics
+    return metrics, out
 
 
 def scored_training_part(train: Split, training: TrainingSpec) -> Split:
@@ -116,21 +169,23 @@ def scored_training_part(train: Split, training: TrainingSpec) -> Split:
 
 def final_metrics(
     network: nn.Module, objective: Objective, data: PreparedData, training: TrainingSpec
-) -> dict[str, dict[str, Any]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
     """The trained network's metrics on each part, the training part's on
-    `scored_training_part` (with `scored_rows` when that is a sample)."""
+    `scored_training_part` (with `scored_rows` when that is a sample); and its outputs on
+    each part scored, for what reads them after training (`TrainResult.outputs`)."""
     train = scored_training_part(data.train, training)
-    metrics = {
-        "train": evaluate(network, objective, train),
-        "validation": evaluate(network, objective, data.val),
-        "test": evaluate(network, objective, data.test),
-    }
+    metrics: dict[str, dict[str, Any]] = {}
+    outputs: dict[str, torch.Tensor] = {}
+    for part, split in (("train", train), ("validation", data.val), ("test", data.test)):
+        metrics[part], out = _scored(network, objective, split)
+        if out is not None:
+            outputs[part] = out
     if len(train) < len(data.train):
         metrics["train"]["scored_rows"] = len(train)
     for part, baseline in data.baselines.items():
         if metrics[part]:
             metrics[part].update(baseline)
-    return metrics
+    return metrics, outputs
 
 
 def history_metrics(prefix: str, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -354,7 +409,8 @@ def fit(
 
     if best_state is not None:
         network.load_state_dict(best_state)
-    return TrainResult(network, config, final_metrics(network, objective, data, training), epoch)
+    metrics, outputs = final_metrics(network, objective, data, training)
+    return TrainResult(network, config, metrics, epoch, outputs=outputs)
 
 
 def train_network(

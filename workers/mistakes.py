@@ -24,7 +24,7 @@ def record_mistakes(
     if data is None:
         return
     try:
-        found = find_mistakes(result.network, data, training=training)
+        found = find_mistakes(result.network, data, training=training, outputs=result.outputs)
         if found is not None:
             write_mistakes(store.job_dir(job_id), found)
     except Exception:

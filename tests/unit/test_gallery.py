@@ -134,6 +134,21 @@ def test_without_a_test_part_the_mistakes_come_from_the_scored_training_rows() -
     assert sampled["wrong"] == int((predicted != rows.y).sum())
 
 
+class Refuses(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the outputs scored already were not reused")
+
+
+def test_the_outputs_scored_after_training_are_reused() -> None:
+    """The final metrics' outputs on the test part (`TrainResult.outputs`) make the gallery
+    without a second pass over the images."""
+    data, _, _ = image_data(40)
+    assert data.test is not None
+    outputs = {"test": FirstPixel()(data.test.x)}
+    reused = find_mistakes(Refuses(), data, limit=100, outputs=outputs)
+    assert reused == find_mistakes(FirstPixel(), data, limit=100)
+
+
 def test_regression_has_no_mistakes() -> None:
     data, _, _ = image_data(5)
     data.task, data.output = "regression", {"target": "y"}

@@ -18,6 +18,7 @@ from sklearn.datasets import load_diabetes, load_iris
 from models.base import Cancelled, DivergedError, Released
 from models.bundle import load_bundle, save_bundle
 from models.checkpoint import load_checkpoint
+from models.loop import EVAL_BATCH, MIN_EVAL_BATCH, eval_rows, forward_all
 from models.prepare import DataSource, InputError, prepare_data
 from models.registry import get_kind
 from models.specs import JobSpec
@@ -335,3 +336,19 @@ def test_a_time_based_checkpoint_comes_inside_a_long_epoch(iris_csv: DataSource)
     places = [(m["epoch"], m.get("batch")) for m in reporter.metas]
     inside = [(e, b) for e in (1, 2) for b in [*range(1, batches), None]]
     assert places == inside
+
+
+def test_scoring_passes_fit_the_widest_activation_on_a_cpu() -> None:
+    """A convolution scores in small passes (its activations spill the caches otherwise), a
+    dense network in large ones, a few rows in one pass; the outputs are the same."""
+    conv = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(32 * 784, 10)
+    )
+    dense = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 64))
+    images = torch.randn(600, 1, 28, 28)
+    assert MIN_EVAL_BATCH <= eval_rows(conv, images) < 128  # 32 x 28 x 28 values a row
+    assert 1000 < eval_rows(dense, images) <= EVAL_BATCH
+    assert eval_rows(conv, images[:100]) == EVAL_BATCH  # few rows: one pass, unprobed
+    with torch.inference_mode():
+        whole = conv(images)
+    assert torch.allclose(forward_all(conv, images), whole, atol=1e-5)
