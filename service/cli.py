@@ -13,6 +13,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from service.optuna_storage import upgrade_storage
 from service.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +27,7 @@ def migrate() -> None:
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.set_main_option("sqlalchemy.url", settings.resolved_database_url.replace("%", "%%"))
     command.upgrade(config, "head")
+    upgrade_storage(settings)  # Optuna's tables for studies, apart from Keiko's
 
 
 def worker_command(queues: str | None = None, concurrency: int = 1) -> list[str]:
