@@ -76,6 +76,23 @@ DQN_DEFAULTS: dict[str, EnvironmentDefaults] = {
         source=f"{ZOO}, MountainCar-v0",
         reported=f"{ZOO_RESULTS}: -100.8 ± 9.9 after 120k steps",
     ),
+    "LunarLander-v3": EnvironmentDefaults(
+        model={
+            "hidden_layers": [256, 256],
+            "buffer_size": 50_000,
+            "learning_starts": 0,
+            "batch_size": 128,
+            "gamma": 0.99,
+            "train_freq": 4,
+            "gradient_steps": 4,  # the zoo's -1: as many as the steps collected
+            "target_update_interval": 250,
+            "exploration": {"start": 1.0, "end": 0.1, "fraction": 0.12},
+        },
+        optimizer={"name": "adam", "lr": 6.3e-4},
+        training={"total_steps": 100_000},
+        source=f"{ZOO}, LunarLander-v2 (v3 is the same task with its bugs fixed)",
+        reported=f"{ZOO_RESULTS}: 154.4 ± 79.2 after 100k steps (on LunarLander-v2)",
+    ),
 }
 
 

@@ -193,6 +193,8 @@ def test_environment_checks() -> None:
     assert check_env("GridWorld", None, tabular=True).obs_size == 6
     assert check_env("Acrobot-v1", None, tabular=False).num_actions == 3
     assert check_env("MountainCar-v0", None, tabular=False).obs_size == 2
+    lander = check_env("LunarLander-v3", None, tabular=False)  # Box2D installs with Keiko
+    assert (lander.obs_size, lander.num_actions) == (8, 4)
     assert check_env("FrozenLake-v1", None, tabular=True).obs_size == 16
     with pytest.raises(EnvError, match="unknown environment"):
         check_env("NoSuchEnv-v0", None, tabular=False)
