@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from bench.mnist import finished_job, upload_mnist
-from tests.stack import Stack, stack_env
+from bench.mnist import finished_job, mnist_stack, upload_mnist
 
 TEST_IMAGES = 10_000
 STUDENT = {"kind": "mlp", "hidden_layers": [800, 800], "activation": "relu", "dropout": 0.0}
@@ -45,42 +43,34 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.9)
     args = parser.parse_args()
     temperatures = [float(t) for t in args.temperatures.split(",")]
-    with tempfile.TemporaryDirectory() as folder:
-        env = stack_env(Path(folder), KEIKO_MAX_UPLOAD_BYTES=str(200_000_000))
-        env.pop("OMP_NUM_THREADS", None)
-        stack = Stack("distillation", Path(folder), env).start()
-        try:
-            data = {"dataset_id": upload_mnist(stack, "train"),
-                    "test_dataset_id": upload_mnist(stack, "test")}  # fmt: skip
-            split = {"validation_split": 0.0, "seed": 0}
-            teacher_training = dict(split)
-            if args.teacher_epochs:
-                teacher_training["epochs"] = args.teacher_epochs
-            teacher = finished_job(
-                stack, {"recipe": "mnist-cnn", **data, "training": teacher_training}
-            )
-            print(f"teacher mnist-cnn: {errors(teacher)} test errors, {teacher['seconds']:.0f} s")
-            student = {
-                **data,
-                "task": "classification",
-                "optimizer": {"name": "adam", "lr": 1e-3},
-                "training": {"epochs": args.epochs, "batch_size": 128, **split},
-            }
-            alone = finished_job(stack, {**student, "model": STUDENT})
-            print(f"student alone: {errors(alone)} test errors, {alone['seconds']:.0f} s")
-            distilled = {}
-            for t in temperatures:
-                distillation = {
-                    "teacher_model_id": teacher["model_id"], "temperature": t,
-                    "alpha": args.alpha,
-                }  # fmt: skip
-                model = {**STUDENT, "distillation": distillation}
-                distilled[t] = finished_job(stack, {**student, "model": model})
-                job = distilled[t]
-                print(f"student distilled at T={t:g}: {errors(job)} test errors, "
-                      f"{job['seconds']:.0f} s")  # fmt: skip
-        finally:
-            stack.stop()
+    with mnist_stack("distillation") as stack:
+        data = {"dataset_id": upload_mnist(stack, "train"),
+                "test_dataset_id": upload_mnist(stack, "test")}  # fmt: skip
+        split = {"validation_split": 0.0, "seed": 0}
+        teacher_training = dict(split)
+        if args.teacher_epochs:
+            teacher_training["epochs"] = args.teacher_epochs
+        teacher = finished_job(stack, {"recipe": "mnist-cnn", **data, "training": teacher_training})
+        print(f"teacher mnist-cnn: {errors(teacher)} test errors, {teacher['seconds']:.0f} s")
+        student = {
+            **data,
+            "task": "classification",
+            "optimizer": {"name": "adam", "lr": 1e-3},
+            "training": {"epochs": args.epochs, "batch_size": 128, **split},
+        }
+        alone = finished_job(stack, {**student, "model": STUDENT})
+        print(f"student alone: {errors(alone)} test errors, {alone['seconds']:.0f} s")
+        distilled = {}
+        for t in temperatures:
+            distillation = {
+                "teacher_model_id": teacher["model_id"], "temperature": t,
+                "alpha": args.alpha,
+            }  # fmt: skip
+            model = {**STUDENT, "distillation": distillation}
+            distilled[t] = finished_job(stack, {**student, "model": model})
+            job = distilled[t]
+            print(f"student distilled at T={t:g}: {errors(job)} test errors, "
+                  f"{job['seconds']:.0f} s")  # fmt: skip
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, torch "
           f"{torch.__version__}, device {alone['device']}")  # fmt: skip
     base = errors(alone)

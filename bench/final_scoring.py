@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.mnist import finished_job, upload_mnist
-from tests.stack import Stack, stack_env
+from bench.mnist import finished_job, mnist_stack, upload_mnist
+from tests.stack import Stack
 
 
 def run(stack: Stack, spec: dict[str, Any]) -> dict[str, Any]:
@@ -44,22 +43,16 @@ def main() -> None:
     parser.add_argument("--recipe", default="mnist-cnn")
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        env = stack_env(Path(folder), KEIKO_MAX_UPLOAD_BYTES=str(200_000_000))
-        env.pop("OMP_NUM_THREADS", None)
-        stack = Stack("scoring", Path(folder), env).start()
-        try:
-            dataset = upload_mnist(stack)
-            results = {}
-            for rows in (10_000, None):
-                training = {
-                    "epochs": args.epochs, "validation_split": 0.0, "test_split": 0.0,
-                    "score_training_rows": rows,
-                }  # fmt: skip
-                spec = {"recipe": args.recipe, "dataset_id": dataset, "training": training}
-                results[rows] = run(stack, spec)
-        finally:
-            stack.stop()
+    with mnist_stack("scoring") as stack:
+        dataset = upload_mnist(stack)
+        results = {}
+        for rows in (10_000, None):
+            training = {
+                "epochs": args.epochs, "validation_split": 0.0, "test_split": 0.0,
+                "score_training_rows": rows,
+            }  # fmt: skip
+            spec = {"recipe": args.recipe, "dataset_id": dataset, "training": training}
+            results[rows] = run(stack, spec)
     print(f"{platform.processor() or platform.machine()}; {args.recipe}, {args.epochs} epoch(s)")
     print("| training rows scored | job s | epochs s | the rest s | training accuracy |")
     print("|---|---|---|---|---|")

@@ -3,10 +3,14 @@ the test suite), uploaded to a running stack, and jobs run to their end."""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from tests.stack import ROOT, Stack
+from tests.stack import ROOT, Stack, stack_env
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
 PARTS = {"train": "train", "test": "t10k"}  # 60,000 training and 10,000 test images
@@ -34,3 +38,17 @@ def finished_job(stack: Stack, spec: dict[str, Any]) -> dict[str, Any]:
     started = datetime.fromisoformat(job["started_at"])
     job["seconds"] = (datetime.fromisoformat(job["finished_at"]) - started).total_seconds()
     return job
+
+
+@contextmanager
+def mnist_stack(name: str) -> Iterator[Stack]:
+    """An embedded deployment (API and one worker, with torch's own thread count) that
+    takes uploads of MNIST's size; stopped on leaving."""
+    with tempfile.TemporaryDirectory() as folder:
+        env = stack_env(Path(folder), KEIKO_MAX_UPLOAD_BYTES=str(200_000_000))
+        env.pop("OMP_NUM_THREADS", None)
+        stack = Stack(name, Path(folder), env).start()
+        try:
+            yield stack
+        finally:
+            stack.stop()

@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from bench.mnist import finished_job, upload_mnist
+from bench.mnist import finished_job, mnist_stack, upload_mnist
 from models.specs import RECIPES
-from tests.stack import Stack, stack_env
 
 
 def main() -> None:
@@ -33,30 +31,24 @@ def main() -> None:
     args = parser.parse_args()
     names = [name for name in RECIPES if name.startswith("optimizers-")]
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        env = stack_env(Path(folder), KEIKO_MAX_UPLOAD_BYTES=str(200_000_000))
-        env.pop("OMP_NUM_THREADS", None)
-        stack = Stack("optimizers", Path(folder), env).start()
-        try:
-            data = {"dataset_id": upload_mnist(stack, "train"),
-                    "test_dataset_id": upload_mnist(stack, "test")}  # fmt: skip
-            training = {"epochs": args.epochs} if args.epochs else {}
-            for name in names:
-                job = finished_job(stack, {"recipe": name, **data, "training": training})
-                losses = [entry["train_loss"] for entry in job["history"]]
-                optimizer = job["spec"]["optimizer"]
-                settings = ", ".join(
-                    f"{key} {optimizer[key]:g}" for key in ("lr", "momentum") if key in optimizer
-                )
-                row = (
-                    f"| {optimizer['name']} ({settings}) | {losses[0]:.4f} | {losses[4]:.4f} | "
-                    f"{losses[-1]:.4f} | {job['history'][-1]['val_accuracy']:.2%} | "
-                    f"{job['metrics']['test']['accuracy']:.2%} | {job['seconds']:.0f} s |"
-                )
-                print(name, row, flush=True)
-                rows.append(row)
-        finally:
-            stack.stop()
+    with mnist_stack("optimizers") as stack:
+        data = {"dataset_id": upload_mnist(stack, "train"),
+                "test_dataset_id": upload_mnist(stack, "test")}  # fmt: skip
+        training = {"epochs": args.epochs} if args.epochs else {}
+        for name in names:
+            job = finished_job(stack, {"recipe": name, **data, "training": training})
+            losses = [entry["train_loss"] for entry in job["history"]]
+            optimizer = job["spec"]["optimizer"]
+            settings = ", ".join(
+                f"{key} {optimizer[key]:g}" for key in ("lr", "momentum") if key in optimizer
+            )
+            row = (
+                f"| {optimizer['name']} ({settings}) | {losses[0]:.4f} | {losses[4]:.4f} | "
+                f"{losses[-1]:.4f} | {job['history'][-1]['val_accuracy']:.2%} | "
+                f"{job['metrics']['test']['accuracy']:.2%} | {job['seconds']:.0f} s |"
+            )
+            print(name, row, flush=True)
+            rows.append(row)
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, torch "
           f"{torch.__version__}")  # fmt: skip
     print("| optimizer | train loss, epoch 1 | epoch 5 | last | val accuracy | test accuracy | "
