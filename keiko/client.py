@@ -40,7 +40,7 @@ from service.schemas import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+FINISHED = frozenset({"succeeded", "failed", "cancelled", "pruned"})
 # A proxy in front of a restarting API answers these; the stream is retried like a reset.
 RETRY_STATUSES = frozenset({502, 503, 504})
 # Reads on a stream: the API pings every 15 s, so a minute of silence is a dead connection.

@@ -78,6 +78,7 @@ class Status(StrEnum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+    pruned = "pruned"
 
 
 @jobs_app.command("list")

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from keiko.client import Keiko
 
 EXIT_LEFT_RUNNING = 130
-OUTCOMES = {"succeeded": 0, "failed": 1, "cancelled": 2}
+OUTCOMES = {"succeeded": 0, "failed": 1, "cancelled": 2, "pruned": 2}
 
 
 def follow_job(keiko: Keiko, job_id: str, as_json: bool) -> int:

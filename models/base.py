@@ -42,6 +42,14 @@ class Cancelled(Exception):
     keeps_state = True
 
 
+class Pruned(Cancelled):
+    """A study's pruner stopped this trial at an epoch's end (issue 17): its metric so far
+    is worse than the study's other trials' at the same epoch. It ends `pruned`; nothing
+    more is saved."""
+
+    keeps_state = False
+
+
 class Released(Cancelled):
     """The worker is shutting down (SIGTERM, Ctrl-C): the job stops at the next batch,
     checkpoints where it stopped, and goes back to the queue to resume from there."""

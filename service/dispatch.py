@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 
@@ -81,10 +82,12 @@ def sweep_once() -> int:
     return sum(send_job(job_id, queue) for job_id, queue in pending)
 
 
-async def sweep_forever() -> None:
+async def sweep_forever(*also: Callable[[], object]) -> None:
+    """`sweep_once` every `dispatch_sweep_seconds`, then each of `also` (the studies')."""
     while True:
         await asyncio.sleep(get_settings().dispatch_sweep_seconds)
-        try:
-            await run_in_threadpool(sweep_once)
-        except Exception:
-            log.exception("dispatch sweep failed")
+        for sweep in (sweep_once, *also):
+            try:
+                await run_in_threadpool(sweep)
+            except Exception:
+                log.exception("sweep %s failed", getattr(sweep, "__name__", sweep))

@@ -30,11 +30,13 @@ from service.routes import (
     oip,
     predict,
     recipes,
+    studies,
     users,
     web,
 )
 from service.routes import metrics as scrape
 from service.settings import get_settings
+from service.studies import sweep_studies
 
 log = logging.getLogger("keiko")
 
@@ -53,7 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.event_hub = hub
     revocations = get_revocations()  # its shared counter exists before the first request
     background = [
-        asyncio.create_task(sweep_forever()),
+        asyncio.create_task(sweep_forever(sweep_studies)),
         asyncio.create_task(hub.run()),
         asyncio.create_task(revocations.listen()),
     ]
@@ -96,7 +98,19 @@ def create_app() -> FastAPI:
         return JSONResponse({"detail": "internal error; the server log has the details"}, 500)
 
     # Predict routes first: a request is matched against the routes in this order.
-    for module in (health, predict, oip, users, datasets, jobs, models, recipes, web, gallery):
+    for module in (
+        health,
+        predict,
+        oip,
+        users,
+        datasets,
+        jobs,
+        studies,
+        models,
+        recipes,
+        web,
+        gallery,
+    ):
         app.include_router(module.router)
     app.include_router(scrape.router)
     app.add_middleware(BodyLimit, max_bytes=get_settings().max_request_bytes)

@@ -213,7 +213,7 @@ def record_prediction(model_id: str, rows: int, seconds: float) -> None:
 
 # Read at scrape time -------------------------------------------------------------------------
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "pruned")
 
 
 def _gauge(name: str, documentation: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:

@@ -16,6 +16,7 @@ namespace:
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import optuna
@@ -66,3 +67,18 @@ def open_storage(settings: Settings) -> optuna.storages.RDBStorage:
     """The storage of this deployment's studies (upgraded by `upgrade_storage` already)."""
     url, kwargs = storage_location(settings)
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, skip_table_creation=True)
+
+
+_storages: dict[str, optuna.storages.RDBStorage] = {}
+_storages_lock = threading.Lock()
+
+
+def shared_storage(settings: Settings) -> optuna.storages.RDBStorage:
+    """This process's storage for the deployment's database (one engine and its pool per
+    database, not one per call)."""
+    url, _ = storage_location(settings)
+    with _storages_lock:
+        storage = _storages.get(url)
+        if storage is None:
+            storage = _storages[url] = open_storage(settings)
+        return storage

@@ -12,7 +12,7 @@ from models.specs import JobSpec
 
 T = TypeVar("T")
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "pruned"]
 
 
 class Page(BaseModel, Generic[T]):
@@ -109,6 +109,8 @@ class JobSummary(BaseModel):
     progress: Progress
     model_id: str | None
     error: JobError | None
+    study_id: str | None = Field(None, description="The study this job is a trial of.")
+    trial_number: int | None = Field(None, description="Its trial's number in that study.")
     main_metric: MainMetric | None = Field(
         None,
         description="The job's headline number: accuracy (classification), RMSE (regression, "
@@ -274,3 +276,58 @@ class KeyRead(BaseModel):
 
 class KeyCreated(KeyRead):
     key: str = Field(description="The key itself. Shown once: only its hash is stored.")
+
+
+StudyStatus = Literal["running", "succeeded", "failed", "cancelled"]
+
+
+class TrialRead(BaseModel):
+    number: int = Field(description="The trial's number in its study: 0, 1, 2...")
+    job_id: str | None = Field(
+        description="The trial's job (`GET /jobs/{id}`); null for a sample that failed the "
+        "job spec's validation (`error` says why)."
+    )
+    status: JobStatus = Field(description="Its job's status; `pruned`: the pruner stopped it.")
+    params: dict[str, Any] = Field(description="The sampled value of each path of the space.")
+    value: float | None = Field(description="The study's metric when the trial succeeded.")
+    epochs_reported: int = Field(
+        description="Epochs (RL: evaluations) whose metric the pruner has seen."
+    )
+    model_id: str | None
+    error: str | None
+
+
+class BestTrial(BaseModel):
+    number: int
+    job_id: str | None
+    model_id: str | None
+    value: float
+    params: dict[str, Any]
+
+
+class StudySummary(BaseModel):
+    id: str
+    status: StudyStatus = Field(
+        description="`running` until no trial runs and none is left to ask for; then "
+        "`succeeded` (a trial ended with a value), `failed` (none did) or `cancelled`."
+    )
+    metric: str
+    direction: Literal["maximize", "minimize"]
+    n_trials: int = Field(description="Trials in all (a grid's size when that is fewer).")
+    parallelism: int = Field(description="Trials queued or running at once.")
+    counts: dict[str, int] = Field(description="Its trials by status.")
+    best_value: float | None
+    best_job_id: str | None
+    error: str | None = Field(description="Why a `failed` study failed.")
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class StudyRead(StudySummary):
+    spec: dict[str, Any] = Field(description="The study as posted, with its defaults filled in.")
+    trials: list[TrialRead] = Field(description="Every trial asked for, in order.")
+    best: BestTrial | None = Field(description="The trial with the best value so far.")
+    importances: dict[str, float] | None = Field(
+        description="How much each parameter explains of the metric's spread (Optuna's "
+        "fANOVA; they sum to 1), once at least 4 trials have a value."
+    )

@@ -162,6 +162,11 @@ class Job(Base):
     # Where the running epoch (RL: evaluation interval) is, and the latest history entry;
     # rewritten at most a few times a second, never kept as history.
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # A study's trial (issue 17): the study, and the trial's number in it (0, 1, ...).
+    study_id: Mapped[str | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="SET NULL"), index=True, nullable=True
+    )
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     history: Mapped[list[EpochMetric]] = relationship(
         back_populates="job", order_by="EpochMetric.epoch", cascade="all, delete-orphan"
@@ -170,6 +175,31 @@ class Job(Base):
         back_populates="job", order_by="Checkpoint.epoch", cascade="all, delete-orphan"
     )
     model: Mapped[Model | None] = relationship(back_populates="job")
+
+
+class Study(Base):
+    """A hyperparameter search (issue 17): its spec as posted, and where it stands. Its
+    trials are jobs (`jobs.study_id`); Optuna's own record of them (parameters, values,
+    intermediate values) lives in Optuna's storage under the study's name
+    (service.studies)."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = _owner()
+    status: Mapped[str] = mapped_column(String(16), index=True, default="running")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metric: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(8))  # maximize, minimize
+    n_trials: Mapped[int] = mapped_column(Integer)
+    parallelism: Mapped[int] = mapped_column(Integer)
+    best_job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL", use_alter=True), nullable=True
+    )
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class EpochMetric(Base):

@@ -156,7 +156,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.http().get(f"/jobs/{job_id}").json()
-            if job["status"] in ("succeeded", "failed", "cancelled"):
+            if job["status"] in ("succeeded", "failed", "cancelled", "pruned"):
                 return dict(job)
             time.sleep(0.25)
         raise AssertionError(

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from sqlalchemy.orm import Session
 
-from models.base import Cancelled, Deadline, EpochRecord, Released
+from models.base import Cancelled, Deadline, EpochRecord, Pruned, Released
 from models.checkpoint import (
     Checkpoint,
     CorruptCheckpointError,
@@ -26,6 +26,7 @@ from models.policy import Retention
 from service import repository
 from service.db import session_scope
 from service.storage import ArtifactStore
+from service.studies import TrialPruner
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class JobReporter:
         progress_seconds: float = 0.5,
         retention: Retention | None = None,
         stopping: threading.Event | None = None,
+        trial: TrialPruner | None = None,
     ) -> None:
         self.job_id = job_id
         self.store = store
@@ -71,6 +73,7 @@ class JobReporter:
         self._latest: dict[str, Any] | None = None  # the last history entry recorded
         self._pending: list[dict[str, Any]] = []  # history entries not yet written
         self._written_at = -math.inf
+        self._trial = trial  # a study's trial: its pruner may stop it at an epoch's end
 
     def _check_owner(self, session: Session) -> None:
         if self._lease_lost.is_set() or not repository.owns_job(
@@ -94,6 +97,11 @@ class JobReporter:
         if now - self._written_at >= BATCH_SECONDS:
             self.flush()
         self._progress_at = now  # an epoch shorter than the progress period shows none
+        if self._trial is not None:
+            reason = self._trial.check(record.epoch, {"val_loss": val_loss, **safe})
+            if reason is not None:
+                self.flush()  # the epoch that decided it is in the history
+                raise Pruned(reason)
 
     def flush(self) -> None:
         """Write the held history entries, if any (before a checkpoint and at the end)."""

@@ -15,7 +15,7 @@ import torch._dynamo  # optimizers import it lazily (1.5 s): pay that at start-u
 from celery.exceptions import Reject
 from celery.signals import worker_init, worker_shutting_down
 
-from models.base import Cancelled, Deadline, Released, TrainingError, resolve_device
+from models.base import Cancelled, Deadline, Pruned, Released, TrainingError, resolve_device
 from models.bundle import load_network
 from models.checkpoint import CorruptCheckpointError
 from models.data import DataError
@@ -30,6 +30,7 @@ from service.db import session_scope
 from service.queue import RUN_JOB
 from service.settings import Settings, get_settings
 from service.storage import ArtifactStore
+from service.studies import TrialPruner, advance_and_send, trial_pruner
 from workers.artifacts import save_model
 from workers.celery_app import app
 from workers.mistakes import record_mistakes
@@ -107,20 +108,37 @@ def run_job(job_id: str) -> None:
         released = _train_and_record(job_id, worker, settings, heartbeat.lost)
     finally:
         heartbeat.stopped.set()
+    if not released:
+        _advance_study(job_id, settings)
     if released:  # its message goes back to the queue (acks_late: it was never acknowledged)
         raise Reject(f"job {job_id}: released by a worker shutting down", requeue=True)
 
 
+def _advance_study(job_id: str, settings: Settings) -> None:
+    """A study's trial has ended: its study tells Optuna and starts the next trials. A
+    failure here is the API's sweep to retry; it never fails the task."""
+    try:
+        with session_scope() as session:
+            job = repository.get_job(session, job_id=job_id, owner_id=None)
+            study_id = job.study_id if job is not None else None
+        if study_id is not None:
+            advance_and_send(settings, study_id)
+    except Exception:
+        log.exception("job %s: its study was not advanced (the sweep will)", job_id)
+
+
 def _load(
-    job_id: str, store: ArtifactStore
-) -> tuple[JobSpec, DataSource | None, DataSource | None, datetime, str]:
+    job_id: str, store: ArtifactStore, settings: Settings
+) -> tuple[JobSpec, DataSource | None, DataSource | None, datetime, str, TrialPruner | None]:
     """Re-read the job row and re-validate its stored spec; locate its dataset files. Then
-    when the job first started (a resumed job keeps it: its limit counts on), and its owner."""
+    when the job first started (a resumed job keeps it: its limit counts on), its owner,
+    and its study's pruner when it is a trial."""
     with session_scope() as session:
         job = repository.get_job(session, job_id=job_id, owner_id=None)
         assert job is not None and job.started_at is not None  # claim_job set it
         spec, started_at = JobSpec.model_validate(job.spec), job.started_at
         owner_id = job.owner_id
+        pruner = trial_pruner(session, settings, job)
         sources: list[DataSource | None] = []
         for dataset_id in (job.dataset_id, job.test_dataset_id):
             dataset = (
@@ -133,7 +151,7 @@ def _load(
             )
     if sources[0] is None and spec.dataset_id is not None:
         raise DataError("the job's dataset was deleted")
-    return spec, sources[0], sources[1], started_at, owner_id
+    return spec, sources[0], sources[1], started_at, owner_id, pruner
 
 
 def _load_teacher(
@@ -172,7 +190,7 @@ def _train_and_record(
     store = ArtifactStore(settings.artifacts)
     model_id: str | None = None
     try:
-        spec, source, test_source, started_at, owner_id = _load(job_id, store)
+        spec, source, test_source, started_at, owner_id, pruner = _load(job_id, store, settings)
         limit = spec.training.time_limit_seconds or settings.max_job_seconds
         deadline = Deadline.after_start(started_at, limit)
         retention = Retention(spec.training.keep_checkpoints, spec.training.keep_best_checkpoint)
@@ -185,6 +203,7 @@ def _train_and_record(
             settings.progress_seconds,
             retention,
             stopping=_stopping,
+            trial=pruner,
         )
         device = resolve_device(spec.training.device)
         with session_scope() as session:
@@ -239,6 +258,8 @@ def _train_and_record(
                 log.info("job %s: released (worker shutting down); back in the queue", job_id)
                 return True
         _finish(job_id, worker, "cancelled", None, None)  # its user cancelled it meanwhile
+    except Pruned as exc:
+        _finish(job_id, worker, "pruned", "Pruned", str(exc))
     except Cancelled:
         _finish(job_id, worker, "cancelled", None, None)
     except (TrainingError, DataError) as exc:

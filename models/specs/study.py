@@ -35,6 +35,9 @@ METRICS = {
     "forecasting": ("loss", "mse", "rmse", "mae", "r2"),
 }
 PARTS = ("train", "validation", "test")
+# The validation metrics every epoch's history entry holds (models.loop.HISTORY_METRICS and
+# the loss): pruning can read only these.
+EPOCH_METRICS = ("loss", "accuracy", "f1", "log_loss", "mse", "rmse", "mae", "r2")
 
 
 class FloatParam(StrictModel):
@@ -200,8 +203,8 @@ class StudySpec(StrictModel):
         if self.metric in ("eval_return_mean", "evaluation.return_mean"):
             return "eval_return_mean"
         part, _, name = self.metric.partition(".")
-        if part == "validation" and name:
-            return "val_loss" if name == "loss" else f"val_{name}"
+        if part == "validation" and name in EPOCH_METRICS:
+            return f"val_{name}"
         return None
 
     def final_value(self, metrics: dict[str, Any]) -> float | None:
@@ -238,6 +241,32 @@ def with_params(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+DISCRIMINATORS = ("name", "kind", "type")  # the fields that choose a union's member
+
+
+def complete_base(study: StudySpec, validate: Any) -> dict[str, Any]:
+    """The base with what a searched path needs to stand alone: a path into an object the
+    base leaves to its default (`optimizer.lr` with no `optimizer`) gets that object's
+    discriminator (`optimizer.name: adam`), so that a trial's `{"lr": ...}` is still an
+    Adam optimizer and not a spec without a name. The base as it is when it does not
+    validate (check_study says why)."""
+    try:
+        full = validate(study.base).model_dump(mode="json")
+    except ValidationError:
+        return study.base
+    base = copy.deepcopy(study.base)
+    for path in study.space:
+        raw: Any = base
+        default: Any = full
+        for part in path.split(".")[:-1]:
+            if not (isinstance(raw, dict) and isinstance(default, dict) and part in default):
+                break
+            if part not in raw and isinstance(default[part], dict):
+                raw[part] = {k: default[part][k] for k in DISCRIMINATORS if k in default[part]}
+            raw, default = raw.get(part), default[part]
+    return base
+
+
 def check_study(study: StudySpec, validate: Any) -> None:
     """Refuse a space that cannot give valid trials: raises ValueError naming the first
     problem. `validate` turns a job spec dict into a `JobSpec` (raising pydantic's
@@ -254,8 +283,8 @@ def check_study(study: StudySpec, validate: Any) -> None:
     if study.history_key() is None and study.pruner.name != "none":
         raise ValueError(
             f"metric {study.metric!r} is only known when a trial ends, so no trial could be "
-            "pruned: optimise a validation metric (or eval_return_mean), or set pruner "
-            "'none'"
+            f"pruned: optimise validation.{{{', '.join(EPOCH_METRICS)}}} (or "
+            "eval_return_mean), or set pruner 'none'"
         )
     _check_metric(study, base)
     if study.sampler.name == "grid":

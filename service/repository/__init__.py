@@ -10,6 +10,7 @@ Callers import the package (`from service import repository`) and call
 - `history`: epochs, the running epoch's progress, checkpoints, history paging;
 - `events`: each job's event log, its first event and its status events;
 - `models`: model rows;
+- `studies`: hyperparameter studies and their trials' jobs;
 - `monitoring`: the aggregates `GET /metrics` reads at scrape time;
 - `_common`: the job states (ACTIVE, FINISHED) and the ownership lookups and paging that the
   others share.
@@ -77,6 +78,16 @@ from service.repository.models import (
     new_model_id,
 )
 from service.repository.monitoring import RunningJob, job_counts, running_jobs
+from service.repository.studies import (
+    add_study,
+    get_study,
+    list_studies,
+    lock_study,
+    running_studies,
+    study_counts,
+    study_jobs,
+    study_trial_jobs,
+)
 
 __all__ = [
     "ACTIVE",
@@ -88,6 +99,7 @@ __all__ = [
     "add_job",
     "add_model",
     "add_status_event",
+    "add_study",
     "cancel_requested",
     "checkpoint_records",
     "checkpoints_newest_first",
@@ -103,6 +115,7 @@ __all__ = [
     "get_job",
     "get_key",
     "get_model",
+    "get_study",
     "get_user",
     "history_entry",
     "history_tail",
@@ -115,7 +128,9 @@ __all__ = [
     "list_jobs",
     "list_keys",
     "list_models",
+    "list_studies",
     "list_users",
+    "lock_study",
     "mark_dispatched",
     "model_for_job",
     "new_model_id",
@@ -126,9 +141,13 @@ __all__ = [
     "renew_lease",
     "request_cancel",
     "running_jobs",
+    "running_studies",
     "set_device",
     "set_progress",
     "settle_abandoned_jobs",
+    "study_counts",
+    "study_jobs",
+    "study_trial_jobs",
     "unclaimed_jobs",
     "undispatched_jobs",
     "user_named",

@@ -9,14 +9,14 @@ from typing import TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from service.tables import Dataset, Job, Model
+from service.tables import Dataset, Job, Model, Study
 
 ACTIVE = ("queued", "running")
 
-FINISHED = ("succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled", "pruned")  # pruned: a study stopped it
 
 
-Owned = TypeVar("Owned", Dataset, Job, Model)
+Owned = TypeVar("Owned", Dataset, Job, Model, Study)
 
 # Ownership: every lookup made for a caller passes `owner_id`; workers pass None (any owner).
 # Another user's row is then simply not found, and the API answers 404 as for a missing one.

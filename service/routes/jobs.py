@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -22,6 +23,8 @@ from service.events import EventHub, parse_last_event_id, stream
 from service.idempotency import IdempotencyKey, check_key, commit_once, fingerprint, replay
 from service.ratelimit import get_rate_limiter
 from service.schemas import HistoryEntry, HistoryPage, JobRead, JobStatus, JobSummary, Page
+from service.settings import Settings
+from service.studies import advance_and_send
 from service.tables import Job
 from service.validation import check_environment, check_job
 from service.views import job_read, job_summary
@@ -51,33 +54,7 @@ def create_job(
     if replayed is not None:
         return replayed
     get_rate_limiter().hit("POST /jobs", settings.rate_limit_jobs, caller)
-    if spec.dataset_id is None:  # reinforcement learning: the environment is the data
-        check_environment(spec, settings)
-    else:
-        dataset = repository.get_dataset(
-            session, dataset_id=spec.dataset_id, owner_id=caller.user_id
-        )
-        if dataset is None:
-            raise Unprocessable(f"dataset_id: no dataset with id {spec.dataset_id!r}")
-        test_dataset = None
-        if spec.test_dataset_id is not None:
-            test_dataset = repository.get_dataset(
-                session, dataset_id=spec.test_dataset_id, owner_id=caller.user_id
-            )
-            if test_dataset is None:
-                raise Unprocessable(f"test_dataset_id: no dataset with id {spec.test_dataset_id!r}")
-        teacher = None
-        distillation = getattr(spec.model, "distillation", None)
-        if distillation is not None:
-            teacher = repository.get_model(
-                session, model_id=distillation.teacher_model_id, owner_id=caller.user_id
-            )
-            if teacher is None:
-                raise Unprocessable(
-                    "model.distillation.teacher_model_id: no model with id "
-                    f"{distillation.teacher_model_id!r}"
-                )
-        check_job(spec, dataset, test_dataset, settings, teacher)
+    check_spec(spec, caller.user_id, session, settings)
     active = repository.active_jobs(session, owner_id=caller.user_id)
     if active >= settings.max_active_jobs:
         raise TooManyRequests(
@@ -110,6 +87,36 @@ def create_job(
     answer = job_read(job)  # as recorded: a fast worker may already be running it
     send_job(job.id, job.queue)
     return answer
+
+
+def check_spec(spec: JobSpec, owner_id: str, session: Session, settings: Settings) -> None:
+    """What `POST /jobs` checks beyond the spec's own validation (422s): the environment can
+    be made, or the datasets and the teacher model exist, are the caller's, and fit it."""
+    if spec.dataset_id is None:  # reinforcement learning: the environment is the data
+        check_environment(spec, settings)
+    else:
+        dataset = repository.get_dataset(session, dataset_id=spec.dataset_id, owner_id=owner_id)
+        if dataset is None:
+            raise Unprocessable(f"dataset_id: no dataset with id {spec.dataset_id!r}")
+        test_dataset = None
+        if spec.test_dataset_id is not None:
+            test_dataset = repository.get_dataset(
+                session, dataset_id=spec.test_dataset_id, owner_id=owner_id
+            )
+            if test_dataset is None:
+                raise Unprocessable(f"test_dataset_id: no dataset with id {spec.test_dataset_id!r}")
+        teacher = None
+        distillation = getattr(spec.model, "distillation", None)
+        if distillation is not None:
+            teacher = repository.get_model(
+                session, model_id=distillation.teacher_model_id, owner_id=owner_id
+            )
+            if teacher is None:
+                raise Unprocessable(
+                    "model.distillation.teacher_model_id: no model with id "
+                    f"{distillation.teacher_model_id!r}"
+                )
+        check_job(spec, dataset, test_dataset, settings, teacher)
 
 
 @router.get("", response_model=Page[JobSummary], summary="List jobs")
@@ -285,7 +292,9 @@ def _owned_job_exists(job_id: str, owner_id: str) -> bool:
     summary="Cancel a job",
     responses=responses(404, 409),
 )
-def cancel_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobRead:
+def cancel_job(
+    job_id: str, caller: CallerDep, session: SessionDep, settings: SettingsDep
+) -> JobRead:
     """A queued job is cancelled at once; a running one stops within about a second."""
     job = repository.get_job(session, job_id=job_id, owner_id=caller.user_id, full=True)
     if job is None:
@@ -294,4 +303,6 @@ def cancel_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobRead:
         raise Conflict(f"job {job_id!r} has already finished ({job.status})")
     repository.request_cancel(session, job=job)
     session.commit()
+    if job.study_id is not None and job.status == "cancelled":  # its study goes on
+        advance_and_send(settings, job.study_id)
     return job_read(job)

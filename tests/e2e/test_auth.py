@@ -30,7 +30,16 @@ def test_every_other_endpoint_needs_a_key(stack: Stack) -> None:
         if path in PUBLIC:
             continue
         concrete = path
-        for name in ("dataset_id", "job_id", "model_id", "user_id", "key_id", "version", "name"):
+        for name in (
+            "dataset_id",
+            "job_id",
+            "model_id",
+            "study_id",
+            "user_id",
+            "key_id",
+            "version",
+            "name",
+        ):
             concrete = concrete.replace("{" + name + "}", uuid.uuid4().hex)
         assert "{" not in concrete, path
         for method in operations:

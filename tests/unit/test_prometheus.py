@@ -154,7 +154,14 @@ def test_job_gauges_aggregate_every_users_jobs(database: sessionmaker[Session]) 
     }
     assert samples[("keiko_database_up", ())] == 1
     jobs = {dict(labels)["status"]: v for (n, labels), v in samples.items() if n == "keiko_jobs"}
-    assert jobs == {"queued": 3, "running": 4, "succeeded": 1, "failed": 0, "cancelled": 0}
+    assert jobs == {
+        "queued": 3,
+        "running": 4,
+        "succeeded": 1,
+        "failed": 0,
+        "cancelled": 0,
+        "pruned": 0,
+    }
     assert samples[("keiko_jobs_queued", (("queue", "gpu"),))] == 2
     assert samples[("keiko_jobs_queued", (("queue", "celery"),))] == 1
     assert samples[("keiko_worker_running_jobs", (("worker", "host-a:1"),))] == 2

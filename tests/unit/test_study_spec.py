@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from models.specs import JobSpec
-from models.specs.study import StudySpec, check_study, grid_points, with_params
+from models.specs.study import StudySpec, check_study, complete_base, grid_points, with_params
 
 BASE: dict[str, Any] = {
     "dataset_id": "d",
@@ -132,3 +132,22 @@ def test_paths_into_lists_set_one_item() -> None:
     spec = with_params(base, {"model.layers.0.out_channels": 32})
     assert spec["model"]["layers"][0] == {"type": "conv", "out_channels": 32, "kernel_size": 3}
     assert base["model"]["layers"][0]["out_channels"] == 8
+
+
+def test_a_path_into_a_defaulted_object_keeps_that_objects_kind() -> None:
+    base = {k: v for k, v in BASE.items() if k != "optimizer"}
+    bare = StudySpec.model_validate(
+        {"base": base, "space": {"optimizer.lr": SPACE["optimizer.lr"]}}
+    )
+    with pytest.raises(ValueError, match="discriminator"):  # {"lr": ...} alone is no optimizer
+        check_study(bare, JobSpec.model_validate)
+    completed = complete_base(bare, JobSpec.model_validate)
+    assert completed == {**base, "optimizer": {"name": "adam"}}
+    assert "optimizer" not in bare.base  # the study's own base is left alone
+    check_study(bare.model_copy(update={"base": completed}), JobSpec.model_validate)
+    trial = JobSpec.model_validate(with_params(completed, {"optimizer.lr": 0.003}))
+    assert (trial.optimizer.name, trial.optimizer.lr) == ("adam", 0.003)
+    # Where the base names its own, or does not validate, it is left as it is.
+    assert complete_base(study(), JobSpec.model_validate) == BASE
+    broken = StudySpec.model_validate({"base": {"task": "nope"}, "space": SPACE})
+    assert complete_base(broken, JobSpec.model_validate) == {"task": "nope"}
