@@ -75,7 +75,7 @@ async function call(method, path, { json, form, signal, raw = false } = {}) {
   }
 }
 
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const TERMINAL = new Set(["succeeded", "failed", "cancelled", "pruned"]);
 
 // Server-Sent Events over fetch (EventSource cannot send an Authorization header).
 // Calls onEvent({type, id, data}) for each event; reconnects with Last-Event-ID after a

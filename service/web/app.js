@@ -9,6 +9,8 @@ const ROUTES = [
   [/^#\/jobs\/([^/?]+)$/, "job", (m) => ({ id: decodeURIComponent(m[1]) })],
   [/^#\/jobs\/?$/, "jobs", () => ({})],
   [/^#\/compare$/, "compare", (m, query) => ({ ids: (query.get("ids") || "").split(",").filter(Boolean) })],
+  [/^#\/studies\/([^/?]+)$/, "study", (m) => ({ id: decodeURIComponent(m[1]) })],
+  [/^#\/studies\/?$/, "studies", () => ({})],
   [/^#\/models\/([^/?]+)$/, "model", (m) => ({ id: decodeURIComponent(m[1]) })],
   [/^#\/models\/?$/, "models", () => ({})],
   [/^#\/datasets\/([^/?]+)$/, "dataset", (m) => ({ id: decodeURIComponent(m[1]) })],
@@ -17,6 +19,7 @@ const ROUTES = [
 ];
 const NAV = [
   ["jobs", "#/jobs", "nav.jobs"],
+  ["studies", "#/studies", "nav.studies"],
   ["models", "#/models", "nav.models"],
   ["datasets", "#/datasets", "nav.datasets"],
   ["new", "#/new", "nav.new"],

@@ -27,7 +27,7 @@ register({
   },
 });
 
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const TERMINAL = new Set(["succeeded", "failed", "cancelled", "pruned"]);
 const ORDER = ["train_loss", "val_loss", "val_accuracy", "val_f1", "val_log_loss", "val_mse", "val_rmse", "val_mae", "val_r2", "eval_return_mean", "train_return_mean", "epsilon", "lr"];
 const isNum = (v) => typeof v === "number" && Number.isFinite(v);
 

@@ -37,7 +37,7 @@ register({
   },
 });
 
-const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const TERMINAL = new Set(["succeeded", "failed", "cancelled", "pruned"]);
 
 export async function render(root, { id }, ctx) {
   const { api, signal } = ctx;
