@@ -44,7 +44,7 @@ from service.db import session_scope
 from service.dispatch import choose_queue, send_job
 from service.optuna_storage import shared_storage
 from service.settings import Settings, get_settings
-from service.tables import Job, Study, utcnow
+from service.tables import Dataset, Job, Study, utcnow
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -185,6 +185,9 @@ def advance(session: Session, settings: Settings, study_id: str) -> list[tuple[s
     asked -= sum(1 for t in trials if t.state == TrialState.RUNNING and t.number not in jobs)
     active = sum(1 for j in jobs.values() if j.status in repository.ACTIVE)
     new: list[tuple[str, str]] = []
+    if row.status == "running" and _missing_data(session, spec):
+        row.status = "failed"
+        row.error_message = f"the study's {_missing_data(session, spec)} was deleted"
     if row.status == "running":
         base = JobSpec.model_validate(spec.base)
         wanted = distributions(spec)
@@ -239,6 +242,15 @@ def sweep_studies() -> None:
             advance_and_send(settings, study_id)
         except Exception:
             log.exception("study %s: not advanced", study_id)
+
+
+def _missing_data(session: Session, spec: StudySpec) -> str | None:
+    """The base's dataset (or test dataset) when it no longer exists."""
+    for field in ("dataset_id", "test_dataset_id"):
+        dataset_id = spec.base.get(field)
+        if dataset_id and session.get(Dataset, dataset_id) is None:
+            return f"{field.removesuffix('_id').replace('_', ' ')} {dataset_id}"
+    return None
 
 
 def _trial_job(row: Study, spec: StudySpec, trial: optuna.Trial, settings: Settings) -> Job | None:

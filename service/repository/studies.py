@@ -72,3 +72,15 @@ def study_counts(session: Session, *, study_ids: Sequence[str]) -> dict[str, dic
         for study_id, status, count in session.execute(query).all():
             counts[str(study_id)][status] = count
     return counts
+
+
+def studies_using(session: Session, *, dataset_id: str, owner_id: str) -> list[str]:
+    """The ids of the owner's unfinished studies whose trials train on the dataset."""
+    query = select(Study.id, Study.spec).where(
+        Study.owner_id == owner_id, Study.finished_at.is_(None)
+    )
+    return [
+        study_id
+        for study_id, spec in session.execute(query).all()
+        if dataset_id in (spec["base"].get("dataset_id"), spec["base"].get("test_dataset_id"))
+    ]

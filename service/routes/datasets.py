@@ -180,6 +180,9 @@ def delete_dataset(
         raise NotFound(f"no dataset with id {dataset_id!r}")
     if repository.dataset_in_use(session, dataset_id=dataset_id):
         raise Conflict(f"dataset {dataset_id!r} is used by a queued or running job")
+    studies = repository.studies_using(session, dataset_id=dataset_id, owner_id=caller.user_id)
+    if studies:
+        raise Conflict(f"dataset {dataset_id!r} is used by study {studies[0]!r}, still running")
     path = dataset.path
     session.delete(dataset)
     session.commit()

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from models.specs import JobSpec
 from models.specs.study import StudySpec
+from service import repository
 from service.db import make_engine
 from service.optuna_storage import shared_storage as optuna_storage
 from service.optuna_storage import upgrade_storage
@@ -270,3 +271,22 @@ def test_the_pruner_stops_a_trial_behind_the_median_at_the_same_epoch(
     trial = optuna_storage(settings).get_trial(bad.trial_id)
     assert trial.intermediate_values == {1: 2.0, 2: 0.45, 3: 0.8}
     assert session.get(Job, second) is not None
+
+
+def test_a_study_whose_dataset_is_gone_fails_saying_so(
+    deployment: tuple[Settings, Session],
+) -> None:
+    settings, session = deployment
+    row, first = start(settings, session, study_spec(parallelism=1))
+    assert repository.studies_using(session, dataset_id="d1", owner_id=LOCAL_USER) == [row.id]
+    assert repository.studies_using(session, dataset_id="d1", owner_id="someone") == []
+    end(session, first[0], "succeeded", 0.5)
+    session.delete(session.get(Dataset, "d1"))  # what the API refuses while the study runs
+    session.commit()
+    assert advance(session, settings, row.id) == []
+    session.commit()
+    session.refresh(row)
+    assert row.status == "failed" and row.finished_at is not None
+    assert row.error_message == "the study's dataset d1 was deleted"
+    assert len(jobs_of(session, row)) == 1
+    assert repository.studies_using(session, dataset_id="d1", owner_id=LOCAL_USER) == []
