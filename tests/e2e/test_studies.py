@@ -205,3 +205,38 @@ def test_a_study_outlives_its_worker_and_its_api(stack: Stack) -> None:
     assert [e["epoch"] for e in resumed["history"]] == [1, 2, 3, 4]
     rmse = [t["value"] for t in done["trials"]]
     assert done["best"]["value"] == min(rmse)
+
+
+def test_a_reinforcement_learning_study_optimises_the_evaluation_return(
+    embedded_stack: Stack,
+) -> None:
+    stack = embedded_stack
+    study = post_study(
+        stack,
+        {
+            "base": {
+                "model": {"kind": "q_learning", "env": "GridWorld"},
+                "training": {"total_steps": 2000, "eval_interval": 250, "eval_episodes": 3},
+            },
+            "space": {"model.alpha": {"type": "float", "low": 0.05, "high": 0.9}},
+            "metric": "eval_return_mean",
+            "n_trials": 4,
+            "parallelism": 2,
+            "sampler": {"name": "random", "seed": 2},
+            "pruner": {"name": "median", "startup_trials": 2},
+        },
+    )
+    assert study["direction"] == "maximize"
+    done = wait_for_study(stack, study["id"])
+    assert done["status"] == "succeeded", done
+    for trial in done["trials"]:
+        job = stack.http().get(f"/jobs/{trial['job_id']}").json()
+        assert job["spec"]["model"]["alpha"] == trial["params"]["model.alpha"]
+        assert trial["epochs_reported"] == len(job["history"])  # one per evaluation
+        if job["status"] == "succeeded":
+            assert trial["value"] == job["metrics"]["evaluation"]["return_mean"]
+        else:
+            assert job["status"] == "pruned" and trial["value"] is None
+    assert done["best"]["value"] == max(
+        t["value"] for t in done["trials"] if t["value"] is not None
+    )
