@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from models.specs import JobSpec
@@ -15,6 +16,7 @@ from service.auth import CallerDep
 from service.deps import SessionDep, SettingsDep
 from service.dispatch import send_job
 from service.errors import NotFound, TooManyRequests, Unprocessable, responses
+from service.idempotency import IdempotencyKey, check_key, commit_once, fingerprint, replay
 from service.ratelimit import get_rate_limiter
 from service.routes.jobs import check_spec
 from service.schemas import BestTrial, Page, StudyRead, StudyStatus, StudySummary, TrialRead
@@ -23,6 +25,7 @@ from service.studies import advance, cancel, create_study, trial_views
 from service.tables import Study
 
 router = APIRouter(prefix="/studies", tags=["studies"], responses=responses(401, 403))
+ENDPOINT = "POST /studies"
 
 
 @router.post(
@@ -33,11 +36,20 @@ router = APIRouter(prefix="/studies", tags=["studies"], responses=responses(401,
     responses=responses(400, 422, 429),
 )
 def create(
-    spec: StudySpec, caller: CallerDep, session: SessionDep, settings: SettingsDep
-) -> StudyRead:
+    spec: StudySpec,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> StudyRead | JSONResponse:
     """Check the space against the base spec (a path the kind lacks, an empty range, or a
     sample the job spec refuses is a 422), record the study and queue its first
     `parallelism` trials as jobs."""
+    key = check_key(idempotency_key)
+    sent = fingerprint(spec.model_dump_json())
+    replayed = replay(session, owner_id=caller.user_id, key=key, endpoint=ENDPOINT, print_=sent)
+    if replayed is not None:
+        return replayed
     get_rate_limiter().hit("POST /jobs", settings.rate_limit_jobs, caller)
     spec = spec.model_copy(update={"base": complete_base(spec, JobSpec.model_validate)})
     try:
@@ -58,7 +70,17 @@ def create(
         )
     row = create_study(session, settings, owner_id=caller.user_id, spec=spec)
     new = advance(session, settings, row.id)
-    session.commit()
+    replayed = commit_once(
+        session,
+        owner_id=caller.user_id,
+        key=key,
+        endpoint=ENDPOINT,
+        print_=sent,
+        status_code=202,
+        answer=lambda: study_read(session, settings, row).model_dump(mode="json"),
+    )
+    if replayed is not None:  # a concurrent retry with the same key recorded it first
+        return replayed
     for job_id, queue in new:
         send_job(job_id, queue)
     return study_read(session, settings, row)

@@ -240,3 +240,27 @@ def test_a_reinforcement_learning_study_optimises_the_evaluation_return(
     assert done["best"]["value"] == max(
         t["value"] for t in done["trials"] if t["value"] is not None
     )
+
+
+def test_a_retried_post_with_the_same_idempotency_key_starts_one_study(
+    embedded_stack: Stack,
+) -> None:
+    stack = embedded_stack
+    dataset = upload_frame(stack.http(), iris_frame())
+    body = {
+        "base": job_spec(dataset),
+        "space": {"optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
+        "n_trials": 2,
+        "pruner": {"name": "none"},
+    }
+    headers = {"Idempotency-Key": "study-retry-1"}
+    first = stack.http().post("/studies", json=body, headers=headers)
+    again = stack.http().post("/studies", json=body, headers=headers)
+    assert first.status_code == again.status_code == 202, (first.text, again.text)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    studies = stack.http().get("/studies", params={"limit": 500}).json()["items"]
+    assert [s["id"] for s in studies].count(first.json()["id"]) == 1
+    other = stack.http().post("/studies", json={**body, "n_trials": 3}, headers=headers)
+    assert other.status_code == 422 and "different request" in other.text
+    assert wait_for_study(stack, first.json()["id"])["status"] == "succeeded"
