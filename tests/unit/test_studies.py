@@ -290,3 +290,33 @@ def test_a_study_whose_dataset_is_gone_fails_saying_so(
     assert row.error_message == "the study's dataset d1 was deleted"
     assert len(jobs_of(session, row)) == 1
     assert repository.studies_using(session, dataset_id="d1", owner_id=LOCAL_USER) == []
+
+
+@pytest.mark.parametrize("name", ["successive_halving", "hyperband"])
+def test_the_halving_pruners_keep_the_best_at_each_rung(
+    deployment: tuple[Settings, Session], name: str
+) -> None:
+    settings, session = deployment
+    spec = study_spec(metric="validation.loss", n_trials=8, parallelism=1, pruner={"name": name})
+    row, (job_id,) = start(settings, session, spec)
+    reasons = []
+    # One trial at a time, each a loss curve first_loss / epoch; the last far behind.
+    for number, first_loss in enumerate([0.5, 0.4, 0.45, 0.42, 0.41, 0.43, 0.44, 3.0]):
+        pruner = TrialPruner(settings, row.id, number, spec)
+        reason = None
+        for epoch in range(1, 10):
+            reason = pruner.check(epoch, {"val_loss": first_loss / epoch})
+            if reason is not None:
+                break
+        reasons.append(reason)
+        final = {"validation": {"loss": first_loss / 9}}
+        status = "pruned" if reason else "succeeded"
+        session.execute(update(Job).where(Job.id == job_id).values(status=status, metrics=final))
+        session.commit()
+        new = advance(session, settings, row.id)
+        session.commit()
+        job_id = new[0][0] if new else ""
+    assert reasons[0] is None  # nothing to compare the first with
+    assert reasons[-1] is not None and f"{name.replace('_', ' ')} pruner" in reasons[-1]
+    session.refresh(row)
+    assert row.status == "succeeded" and row.finished_at is not None
