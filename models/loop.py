@@ -98,11 +98,16 @@ def forward_all(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The network's outputs for every row of `x`, in eval mode, in passes of
     `eval_rows` rows."""
     was_training = network.training
-    network.eval()
+    if was_training:  # a served network is in eval mode already: no walk over its modules
+        network.eval()
     rows = eval_rows(network, x)
-    outs = [network(x[i : i + rows]) for i in range(0, len(x), rows)]
-    network.train(was_training)
-    return torch.cat(outs) if outs else x.new_zeros((0, 1))
+    if len(x) <= rows:  # one pass: most predict calls
+        out = network(x) if len(x) else x.new_zeros((0, 1))
+    else:
+        out = torch.cat([network(x[i : i + rows]) for i in range(0, len(x), rows)])
+    if was_training:
+        network.train()
+    return out
 
 
 def eval_rows(network: nn.Module, x: torch.Tensor) -> int:
