@@ -190,9 +190,27 @@ class ImagePreprocessor:
     def decode_inputs(self, inputs: list[Any]) -> np.ndarray:  # (N, C, H, W) float32
         """Each input a nested array of one image in the dataset's layout (input_schema), or
         a base64 PNG/JPEG string (a data: URL too); normalised as in training."""
+        if isinstance(inputs, np.ndarray):  # a tensor of images (the inference protocol's)
+            return self._decode_array(inputs)
         if not isinstance(inputs, list):
             raise InputError("inputs must be a list of images")
         return self._finish([self._decode_input(i, item) for i, item in enumerate(inputs)])
+
+    def _decode_array(self, images: np.ndarray) -> np.ndarray:  # (N, C, H, W) float32
+        """Images already in one array (N, *one image's shape in the layout): checked and
+        normalised at once instead of image by image."""
+        expected = _item_shape(self.shape, self.layout)
+        if list(images.shape[1:]) != expected:
+            raise InputError(
+                f"inputs have shape {list(images.shape)}; the model takes arrays of shape "
+                f"[N, {', '.join(map(str, expected))}] ({self.layout[1:]})"
+            )
+        array = images.astype(np.float64)
+        if not np.isfinite(array).all():
+            raise InputError("inputs hold NaN or infinite values")
+        if self.dtype == "uint8" and len(array) and (array.min() < 0 or array.max() > 255):
+            raise InputError("inputs have values outside 0..255, the training images' range")
+        return self._finish(list(to_nchw(array, self.layout)))
 
     def decode_files(self, contents: list[bytes]) -> np.ndarray:  # (N, C, H, W) float32
         """Uploaded PNG or JPEG files, normalised as in training."""

@@ -169,7 +169,9 @@ class TableInputEncoder:
 
 
 class ArrayInputEncoder:
-    """Nested arrays of the training per-row shape."""
+    """Nested arrays of the training per-row shape (or one array of them)."""
+
+    takes_arrays = True  # encode() takes an (N, ...) array as it takes nested lists
 
     def __init__(self, preprocessor: ArrayPreprocessor) -> None:
         self.preprocessor = preprocessor
@@ -192,7 +194,10 @@ class ArrayInputEncoder:
 
 
 class ImageInputEncoder:
-    """Images as nested arrays in the dataset's layout, base64 PNG/JPEG strings, or files."""
+    """Images as nested arrays in the dataset's layout (or one array of them), base64
+    PNG/JPEG strings, or files."""
+
+    takes_arrays = True
 
     def __init__(self, preprocessor: ImagePreprocessor) -> None:
         self.preprocessor = preprocessor

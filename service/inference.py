@@ -36,7 +36,8 @@ from service.tables import Model
 log = logging.getLogger("keiko")
 
 
-Call = tuple[str, list[Any]]  # (model id, inputs) of one predict call
+Inputs = list[Any] | np.ndarray  # one call's inputs: JSON's lists, or the OIP's tensor
+Call = tuple[str, Inputs]  # (model id, inputs) of one predict call
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ class Served:
     """A loaded model and the batcher its concurrent calls share."""
 
     predictor: Servable
-    batcher: Batcher[list[Any], dict[str, Any]]
+    batcher: Batcher[Inputs, dict[str, Any]]
 
-    async def predict(self, model_id: str, inputs: list[Any]) -> dict[str, Any]:
+    async def predict(self, model_id: str, inputs: Inputs) -> dict[str, Any]:
         """The answer for `inputs`; the network's pass shared with concurrent calls, each
         call checked and decoded on its own (`InputError` names what is wrong with its
         inputs; a bad call never harms the others of its batch). Counted in the metrics."""
@@ -56,14 +57,15 @@ class Served:
         return result
 
 
-def answer_batch(predictor: Servable, calls: list[list[Any]]) -> list[dict[str, Any] | Exception]:
+def answer_batch(predictor: Servable, calls: list[Inputs]) -> list[dict[str, Any] | Exception]:
     """Each call's inputs encoded on their own, one forward pass for all that were
     accepted, each call's rows decoded (in a worker thread)."""
     refused: dict[int, Exception] = {}
     encoded: dict[int, np.ndarray] = {}
     for i, inputs in enumerate(calls):
         try:
-            encoded[i] = predictor.encode(inputs)
+            # An array reaches only encoders that take one (`takes_arrays`: the OIP route).
+            encoded[i] = predictor.encode(inputs)  # type: ignore[arg-type]
         except Exception as exc:  # InputError (a 422), or a bug that fails this call alone
             refused[i] = exc
     rows: dict[int, torch.Tensor] = {}
@@ -109,7 +111,7 @@ class ModelCache:
                 self._items.move_to_end(model_id)
                 return self._items[model_id]
         predictor = load_bundle(path, expected_sha256=sha256, kinds=get_kind)
-        batcher: Batcher[list[Any], dict[str, Any]] = Batcher(
+        batcher: Batcher[Inputs, dict[str, Any]] = Batcher(
             functools.partial(answer_batch, predictor),
             max_rows=self.batch_rows,
             delay_seconds=self.batch_delay_seconds,

@@ -253,7 +253,7 @@ def _unpack_bytes(data: bytes, name: str) -> np.ndarray:
 
 def predict_inputs(
     tensors: dict[str, np.ndarray], inputs: list[TensorMeta], max_rows: int
-) -> list[Any]:
+) -> list[Any] | np.ndarray:
     """The `POST /predict` inputs that the request's tensors stand for.
     Each expected tensor must be there with its datatype, and its shape must fit."""
     unknown = sorted(set(tensors) - {t.name for t in inputs})
@@ -285,8 +285,10 @@ def predict_inputs(
     assert rows is not None
     if rows > max_rows:
         raise TooManyRows(f"{rows} inputs in one call; the limit is {max_rows}")
-    if len(inputs) == 1 and inputs[0].name in ("input", "observation"):
-        return list(tensors[inputs[0].name].tolist())
+    if len(inputs) == 1 and inputs[0].name == "input":
+        return tensors["input"]  # (N, ...): encoders that take arrays take it as it is
+    if len(inputs) == 1 and inputs[0].name == "observation":
+        return list(tensors["observation"].tolist())
     columns = {
         meta.name: (
             [v.decode("utf-8", "replace") for v in tensors[meta.name]]

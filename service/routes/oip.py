@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
@@ -270,6 +271,9 @@ async def infer(
         inputs, outputs = oip.model_tensors(model.task, model.input_schema, model.output)
         parsed = oip.parse_infer(body, header)
         rows = oip.predict_inputs(parsed.tensors, inputs, settings.max_predict_rows)
+        encoder = getattr(served.predictor, "encoder", None)
+        if isinstance(rows, np.ndarray) and not getattr(encoder, "takes_arrays", False):
+            rows = rows.tolist()  # sequences: their encoders read nested lists
         result = await served.predict(model.id, rows)
         content, head = oip.infer_answer(
             model.id, parsed, oip.output_arrays(result, outputs), outputs

@@ -494,6 +494,27 @@ def test_colour_model_takes_hwc_arrays_and_images() -> None:
     np.testing.assert_array_equal(decoded[1], decoded[0])
 
 
+def test_one_array_of_images_decodes_like_the_nested_arrays() -> None:
+    """The inference protocol's tensors arrive as one array: checked and decoded at once."""
+    pre, x = gray_model()
+    images = x[:, 0]  # (N, H, W) uint8, the layout the model was trained on
+    np.testing.assert_array_equal(
+        pre.decode_inputs(images), pre.decode_inputs([i.tolist() for i in images])
+    )
+    colour = RNG.integers(0, 256, size=(3, 3, 5, 4), dtype=np.uint8)
+    hwc_model = ImagePreprocessor.fit(colour, layout="NHWC")
+    hwc = colour.transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(hwc_model.decode_inputs(hwc), hwc_model.transform(colour))
+    assert "the model takes arrays of shape [N, 4, 4]" in refused_input(
+        pre.decode_inputs, np.zeros((2, 4, 5))
+    )
+    assert refused_input(pre.decode_inputs, np.full((1, 4, 4), np.inf)) == (
+        "inputs hold NaN or infinite values"
+    )
+    assert "outside 0..255" in refused_input(pre.decode_inputs, np.full((1, 4, 4), 256.0))
+    assert pre.decode_inputs(np.zeros((0, 4, 4))).shape == (0, 1, 4, 4)
+
+
 def test_float_model_in_unit_range_reads_images_as_fractions() -> None:
     x = RNG.integers(0, 256, size=(2, 1, 4, 4)).astype(np.float32) / 255
     pre = ImagePreprocessor.fit(x, layout="NHW")
