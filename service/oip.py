@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pydantic_core
 
 from models.metrics import json_safe
 
@@ -124,7 +125,7 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
     else:
         head, rest = body, memoryview(b"")
     try:
-        request = json.loads(head)
+        request = pydantic_core.from_json(head)  # Rust's parser: a third of json.loads' time
     except ValueError as exc:
         raise ProtocolError(f"the request is not JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
