@@ -16,15 +16,18 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
+from typing import Any
 
 from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
+from models.registry import get_kind
+from models.specs import JobSpec
 from service import repository
 from service.db import session_scope
 from service.queue import RUN_JOB, make_celery
 from service.settings import Settings, get_settings
-from service.tables import utcnow
+from service.tables import Job, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,22 @@ def choose_queue(settings: Settings, device: str) -> str:
     if settings.route_to_gpu and device in ("auto", "cuda"):
         return settings.gpu_queue
     return settings.cpu_queue
+
+
+def new_job(spec: JobSpec, owner_id: str, settings: Settings, **links: Any) -> Job:
+    """The row of a job to queue for `spec` (to add with `repository.add_job`): its queue
+    chosen and its epochs planned; `links` such as a study's trial number."""
+    return Job(
+        owner_id=owner_id,
+        kind=spec.model.kind,
+        task=spec.task,
+        spec=spec.model_dump(mode="json"),
+        dataset_id=spec.dataset_id,
+        test_dataset_id=spec.test_dataset_id,
+        queue=choose_queue(settings, spec.training.device),
+        epochs=get_kind(spec.model.kind).planned_epochs(spec),
+        **links,
+    )
 
 
 def send_job(job_id: str, queue: str) -> bool:

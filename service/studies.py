@@ -22,7 +22,6 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -36,13 +35,13 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from models.registry import get_kind
 from models.specs import JobSpec
 from models.specs.study import CategoricalParam, FloatParam, StudySpec, grid_points, with_params
 from service import repository
 from service.db import session_scope
-from service.dispatch import choose_queue, send_job
+from service.dispatch import new_job, send_job
 from service.optuna_storage import shared_storage
+from service.schemas import TrialRead
 from service.settings import Settings, get_settings
 from service.tables import Dataset, Job, Study, utcnow
 
@@ -185,9 +184,10 @@ def advance(session: Session, settings: Settings, study_id: str) -> list[tuple[s
     asked -= sum(1 for t in trials if t.state == TrialState.RUNNING and t.number not in jobs)
     active = sum(1 for j in jobs.values() if j.status in repository.ACTIVE)
     new: list[tuple[str, str]] = []
-    if row.status == "running" and _missing_data(session, spec):
+    missing = _missing_data(session, spec) if row.status == "running" else None
+    if missing is not None:
         row.status = "failed"
-        row.error_message = f"the study's {_missing_data(session, spec)} was deleted"
+        row.error_message = f"the study's {missing} was deleted"
     if row.status == "running":
         base = JobSpec.model_validate(spec.base)
         wanted = distributions(spec)
@@ -264,18 +264,7 @@ def _trial_job(row: Study, spec: StudySpec, trial: optuna.Trial, settings: Setti
         why = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
         trial.study._storage.set_trial_user_attr(trial._trial_id, "error", why)
         return None
-    return Job(
-        owner_id=row.owner_id,
-        kind=job_spec.model.kind,
-        task=job_spec.task,
-        spec=job_spec.model_dump(mode="json"),
-        dataset_id=job_spec.dataset_id,
-        test_dataset_id=job_spec.test_dataset_id,
-        queue=choose_queue(settings, job_spec.training.device),
-        epochs=get_kind(job_spec.model.kind).planned_epochs(job_spec),
-        study_id=row.id,
-        trial_number=trial.number,
-    )
+    return new_job(job_spec, row.owner_id, settings, study_id=row.id, trial_number=trial.number)
 
 
 def _tell(
@@ -325,21 +314,9 @@ def cancel(session: Session, settings: Settings, row: Study) -> list[tuple[str, 
 # What GET /studies/{id} shows ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TrialView:
-    number: int
-    job_id: str | None
-    status: str
-    params: dict[str, Any]
-    value: float | None
-    epochs: int  # intermediate values reported
-    error: str | None
-    model_id: str | None
-
-
 def trial_views(
     settings: Settings, row: Study, jobs: Sequence[Job]
-) -> tuple[list[TrialView], dict[str, float] | None]:
+) -> tuple[list[TrialRead], dict[str, float] | None]:
     """Every trial (its job's status where it has a job) and, once enough trials have a
     value, the parameters' importances (Optuna's fANOVA)."""
     spec = StudySpec.model_validate(row.spec)
@@ -351,13 +328,13 @@ def trial_views(
             continue
         job = by_number.get(trial.number)
         views.append(
-            TrialView(
+            TrialRead(
                 number=trial.number,
                 job_id=job.id if job else None,
-                status=job.status if job else "failed",
+                status=job.status if job else "failed",  # type: ignore[arg-type]
                 params=decode(spec, trial.params),
                 value=trial.value if trial.state == TrialState.COMPLETE else None,
-                epochs=len(trial.intermediate_values),
+                epochs_reported=len(trial.intermediate_values),
                 error=trial.user_attrs.get("error")
                 or (job.error_message if job is not None else None),
                 model_id=job.model.id if job is not None and job.model is not None else None,

@@ -81,6 +81,7 @@ from service.repository.monitoring import RunningJob, job_counts, running_jobs
 from service.repository.studies import (
     add_study,
     get_study,
+    job_metrics,
     list_studies,
     lock_study,
     running_studies,
@@ -124,6 +125,7 @@ __all__ = [
     "job_counts",
     "job_events",
     "job_history",
+    "job_metrics",
     "key_and_model",
     "list_datasets",
     "list_jobs",

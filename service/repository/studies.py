@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from service.repository._common import _owned, _page
 from service.tables import Job, Study, utcnow
@@ -51,8 +51,13 @@ def study_jobs(session: Session, *, study_id: str) -> Sequence[Any]:
 
 
 def study_trial_jobs(session: Session, *, study_id: str) -> Sequence[Job]:
-    """The study's jobs, whole (with their models), in trial order."""
-    query = select(Job).where(Job.study_id == study_id).order_by(Job.trial_number)
+    """The study's jobs, whole (with their models, in one more query), in trial order."""
+    query = (
+        select(Job)
+        .where(Job.study_id == study_id)
+        .options(selectinload(Job.model))
+        .order_by(Job.trial_number)
+    )
     return session.scalars(query).all()
 
 
@@ -84,3 +89,11 @@ def studies_using(session: Session, *, dataset_id: str, owner_id: str) -> list[s
         for study_id, spec in session.execute(query).all()
         if dataset_id in (spec["base"].get("dataset_id"), spec["base"].get("test_dataset_id"))
     ]
+
+
+def job_metrics(session: Session, *, job_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+    """The final metrics of each of these jobs (one query)."""
+    if not job_ids:
+        return {}
+    query = select(Job.id, Job.metrics).where(Job.id.in_(job_ids))
+    return {job_id: metrics for job_id, metrics in session.execute(query).all()}

@@ -10,13 +10,12 @@ from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
-from models.registry import get_kind
 from models.specs import JobSpec
 from service import repository
 from service.auth import CallerDep, Credentials, authenticate
 from service.db import get_sessionmaker
 from service.deps import SessionDep, SettingsDep
-from service.dispatch import choose_queue, send_job
+from service.dispatch import new_job, send_job
 from service.downsample import downsample
 from service.errors import BadRequest, Conflict, NotFound, TooManyRequests, Unprocessable, responses
 from service.events import EventHub, parse_last_event_id, stream
@@ -25,7 +24,6 @@ from service.ratelimit import get_rate_limiter
 from service.schemas import HistoryEntry, HistoryPage, JobRead, JobStatus, JobSummary, Page
 from service.settings import Settings
 from service.studies import advance_and_send
-from service.tables import Job
 from service.validation import check_environment, check_job
 from service.views import job_read, job_summary
 
@@ -61,16 +59,7 @@ def create_job(
             f"{active} of your jobs are queued or running, the most allowed; wait for one "
             "to finish or cancel one"
         )
-    job = Job(
-        owner_id=caller.user_id,
-        kind=spec.model.kind,
-        task=spec.task,
-        spec=spec.model_dump(mode="json"),
-        dataset_id=spec.dataset_id,
-        test_dataset_id=spec.test_dataset_id,
-        queue=choose_queue(settings, spec.training.device),
-        epochs=get_kind(spec.model.kind).planned_epochs(spec),
-    )
+    job = new_job(spec, caller.user_id, settings)
     repository.add_job(session, job=job)
     # The message is never sent before the row exists.
     replayed = commit_once(

@@ -3,7 +3,7 @@ run as ordinary jobs on the workers."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
@@ -19,7 +19,7 @@ from service.errors import NotFound, TooManyRequests, Unprocessable, responses
 from service.idempotency import IdempotencyKey, check_key, commit_once, fingerprint, replay
 from service.ratelimit import get_rate_limiter
 from service.routes.jobs import check_spec
-from service.schemas import BestTrial, Page, StudyRead, StudyStatus, StudySummary, TrialRead
+from service.schemas import BestTrial, Page, StudyRead, StudyStatus, StudySummary
 from service.settings import Settings
 from service.studies import advance, cancel, create_study, trial_views
 from service.tables import Study
@@ -99,7 +99,8 @@ def list_studies(
         session, owner_id=caller.user_id, status=status, limit=limit, offset=offset
     )
     counts = repository.study_counts(session, study_ids=[r.id for r in rows])
-    items = [study_summary(session, r, counts[r.id]) for r in rows]
+    best = repository.job_metrics(session, job_ids=[r.best_job_id for r in rows if r.best_job_id])
+    items = [study_summary(r, counts[r.id], _value(r, best.get(r.best_job_id or ""))) for r in rows]
     return Page[StudySummary](items=items, total=total, limit=limit, offset=offset)
 
 
@@ -140,12 +141,12 @@ def _owned(session: Session, study_id: str, owner_id: str) -> Study:
     return row
 
 
-def study_summary(session: Session, row: Study, counts: dict[str, int]) -> StudySummary:
-    best_value = None
-    if row.best_job_id is not None:
-        job = repository.get_job(session, job_id=row.best_job_id, owner_id=None)
-        if job is not None and job.metrics:
-            best_value = StudySpec.model_validate(row.spec).final_value(job.metrics)
+def _value(row: Study, metrics: dict[str, Any] | None) -> float | None:
+    """The study's metric in a job's final metrics."""
+    return StudySpec.model_validate(row.spec).final_value(metrics) if metrics else None
+
+
+def study_summary(row: Study, counts: dict[str, int], best_value: float | None) -> StudySummary:
     return StudySummary(
         id=row.id,
         status=row.status,  # type: ignore[arg-type]
@@ -164,35 +165,22 @@ def study_summary(session: Session, row: Study, counts: dict[str, int]) -> Study
 
 def study_read(session: Session, settings: Settings, row: Study) -> StudyRead:
     jobs = repository.study_trial_jobs(session, study_id=row.id)
-    views, importances = trial_views(settings, row, jobs)
-    trials = [
-        TrialRead(
-            number=v.number,
-            job_id=v.job_id,
-            status=v.status,  # type: ignore[arg-type]
-            params=v.params,
-            value=v.value,
-            epochs_reported=v.epochs,
-            model_id=v.model_id,
-            error=v.error,
-        )
-        for v in views
-    ]
+    trials, importances = trial_views(settings, row, jobs)
     counts: dict[str, int] = {}
     for trial in trials:
         counts[trial.status] = counts.get(trial.status, 0) + 1
-    scored = [(t.value, t) for t in trials if t.value is not None]
+    # The best trial as the study's last advance recorded it (Optuna's best_trial).
+    top = next((t for t in trials if t.job_id and t.job_id == row.best_job_id), None)
     best = None
-    if scored:
-        pick = max if row.direction == "maximize" else min
-        value, top = pick(scored, key=lambda pair: pair[0])
+    if top is not None and top.value is not None:
         best = BestTrial(
             number=top.number,
             job_id=top.job_id,
             model_id=top.model_id,
-            value=value,
+            value=top.value,
             params=top.params,
         )
-    summary = study_summary(session, row, counts).model_dump()
-    summary["best_value"] = best.value if best else None
-    return StudyRead(**summary, spec=row.spec, trials=trials, best=best, importances=importances)
+    summary = study_summary(row, counts, best.value if best else None)
+    return StudyRead(
+        **summary.model_dump(), spec=row.spec, trials=trials, best=best, importances=importances
+    )

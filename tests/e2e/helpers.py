@@ -58,11 +58,11 @@ def job_spec(dataset_id: str, **overrides: Any) -> dict[str, Any]:
     return spec
 
 
-def start_long_job(stack: Stack, *, seed: int, epochs: int = 12) -> str:
+def long_job_spec(stack: Stack, *, seed: int, epochs: int) -> dict[str, Any]:
     """A regression MLP of a fraction of a second an epoch here (6000 rows, batch 8) with a
     checkpoint every epoch, all kept: long enough to break something mid-job."""
     big = diabetes_frame().sample(n=6000, replace=True, random_state=seed)
-    spec = job_spec(
+    return job_spec(
         upload_frame(stack.http(), big),
         task="regression",
         target="target",
@@ -75,7 +75,10 @@ def start_long_job(stack: Stack, *, seed: int, epochs: int = 12) -> str:
             "seed": seed,
         },
     )
-    response = stack.http().post("/jobs", json=spec)
+
+
+def start_long_job(stack: Stack, *, seed: int, epochs: int = 12) -> str:
+    response = stack.http().post("/jobs", json=long_job_spec(stack, seed=seed, epochs=epochs))
     assert response.status_code == 202, response.text
     return str(response.json()["id"])
 

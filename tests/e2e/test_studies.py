@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.e2e.helpers import diabetes_frame, iris_frame, job_spec, upload_frame
+from tests.e2e.helpers import iris_frame, job_spec, long_job_spec, upload_frame
 from tests.stack import Stack
 
 GOOD_LR, HOPELESS_LR = 0.05, 1e-5
@@ -93,9 +93,8 @@ def test_a_study_runs_its_trials_as_jobs_prunes_and_finds_the_best(stack: Stack)
         "/predict", json={"model_id": best["model_id"], "inputs": [[5.1, 3.5, 1.4, 0.2]]}
     )
     assert predicted.status_code == 200, predicted.text
-    if len(values) >= 4:
-        assert set(done["importances"]) == {"optimizer.lr", "training.seed"}
-        assert abs(sum(done["importances"].values()) - 1) < 1e-6
+    # At most the three good trials have a value: too few for importances (from four).
+    assert len(values) <= 3 and done["importances"] is None
 
     page = stack.http().get("/studies").json()
     mine = next(s for s in page["items"] if s["id"] == study["id"])
@@ -133,14 +132,7 @@ def test_a_space_that_cannot_give_valid_trials_is_a_422(embedded_stack: Stack) -
 
 def long_study(stack: Stack, **overrides: Any) -> dict[str, Any]:
     """Trials of a second or more each (6,000 rows in batches of 8, a checkpoint an epoch)."""
-    big = diabetes_frame().sample(n=6000, replace=True, random_state=3)
-    base = job_spec(
-        upload_frame(stack.http(), big),
-        task="regression",
-        target="target",
-        model={"kind": "mlp", "hidden_layers": [64, 64]},
-        training={"epochs": 4, "batch_size": 8, "checkpoint_every": 1, "seed": 0},
-    )
+    base = long_job_spec(stack, seed=0, epochs=4)
     study = {
         "base": base,
         "space": {"optimizer.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
