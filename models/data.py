@@ -11,9 +11,11 @@ from __future__ import annotations
 import codecs
 import csv
 import math
+import re
 import zipfile
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +128,7 @@ def inspect_dataset(path: Path, fmt: str) -> DatasetInfo:
         if x.ndim in (3, 4):
             shape.update(image_geometry(x.shape) or {})
         return DatasetInfo(format=fmt, num_rows=int(x.shape[0]), columns=None, shape=shape)
-    table = _load_table(path, fmt)
-    columns = [_column_info(name, table.column(i)) for i, name in enumerate(table.column_names)]
-    return DatasetInfo(format=fmt, num_rows=table.num_rows, columns=columns, shape=None)
+    return _describe_table(path, fmt)
 
 
 def read_table(path: Path, fmt: str) -> pd.DataFrame:
@@ -214,16 +214,168 @@ def _check_column_names(names: list[str]) -> None:
         raise DataError(f"duplicate column names: {', '.join(duplicates)}")
 
 
-def _column_info(name: str, column: pa.ChunkedArray) -> dict[str, Any]:
-    present = column
-    missing = column.null_count
-    if pa.types.is_floating(column.type):
-        # Arrow counts NaN as a value; users (and pandas) count it as missing.
-        is_nan = pc.is_nan(column)
-        missing += int(pc.sum(is_nan).as_py() or 0)
-        present = pc.filter(column, pc.invert(is_nan))
-    unique = int(pc.count_distinct(present, mode="only_valid").as_py())
-    return {"name": name, "dtype": _dtype_name(column.type), "missing": missing, "unique": unique}
+# Describing a table in constant memory ---------------------------------------------------
+#
+# An upload is described batch by batch (Arrow's streaming CSV reader, Parquet row groups),
+# so the API's memory does not grow with the file: rows, dtypes and missing cells counted
+# exactly, distinct values exactly up to MAX_EXACT_UNIQUE and estimated beyond.
+
+MAX_EXACT_UNIQUE = 100_000
+
+
+class DistinctCounter:
+    """Distinct values of one column: the MAX_EXACT_UNIQUE smallest of their 64-bit hashes
+    are kept. While no more were seen the count is exact (a 64-bit collision among 100,000
+    values has odds of about 3e-10); beyond, it is the k-minimum-values estimate
+    (k - 1) / (k-th smallest hash / 2^64), within about 1/sqrt(k) = 0.3 %."""
+
+    def __init__(self, cap: int = MAX_EXACT_UNIQUE) -> None:
+        self.cap = cap
+        self.kept = np.empty(0, dtype=np.uint64)
+        self.exact = True
+
+    def add(self, values: pa.Array) -> None:
+        if len(values) == 0:
+            return
+        hashes = pd.util.hash_array(values.to_numpy(zero_copy_only=False))
+        merged = np.union1d(self.kept, hashes)
+        if len(merged) > self.cap:
+            merged, self.exact = merged[: self.cap], False
+        self.kept = merged
+
+    def count(self) -> int:
+        if self.exact:
+            return len(self.kept)
+        return round((self.cap - 1) / (float(self.kept[-1]) / 2.0**64))
+
+
+@dataclass
+class _ColumnStats:
+    name: str
+    dtype: str = "string"
+    missing: int = 0
+    distinct: DistinctCounter = field(default_factory=DistinctCounter)
+
+    def add(self, column: pa.Array) -> None:
+        self.dtype = _dtype_name(column.type)
+        self.missing += column.null_count
+        present = column.drop_null()
+        if pa.types.is_floating(column.type):
+            # Arrow counts NaN as a value; users (and pandas) count it as missing.
+            is_nan = pc.is_nan(present)
+            self.missing += int(pc.sum(is_nan).as_py() or 0)
+            present = pc.filter(present, pc.invert(is_nan))
+        self.distinct.add(present)
+
+    def info(self) -> dict[str, Any]:
+        found = {"name": self.name, "dtype": self.dtype, "missing": self.missing}
+        found["unique"] = self.distinct.count()
+        if not self.distinct.exact:
+            found["unique_exact"] = False
+        return found
+
+
+def _describe_table(path: Path, fmt: str) -> DatasetInfo:
+    if fmt == "parquet":
+        return _describe_batches(fmt, _parquet_batches(path))
+    if fmt != "csv":
+        raise DataError(f"format {fmt!r} is not a table: expected csv or parquet")
+    # Arrow's streaming reader infers types from the first block; a later value that does
+    # not fit (a float among integers, text among numbers) widens that column the way
+    # Arrow's whole-file inference (`read_table`) would, and the file is read again.
+    _refuse_empty(path)
+    _check_utf8(path)
+    _check_header(path)
+    types: dict[str, pa.DataType] = {}
+    while True:
+        try:
+            return _describe_batches(fmt, _csv_pass(path, types))
+        except _Widen as widen:
+            types[widen.column] = widen.to
+
+
+def _describe_batches(fmt: str, batches: Iterator[pa.RecordBatch]) -> DatasetInfo:
+    stats: list[_ColumnStats] | None = None
+    rows = 0
+    for batch in batches:
+        if stats is None:
+            _check_column_names(batch.schema.names)
+            stats = [_ColumnStats(name) for name in batch.schema.names]
+        rows += batch.num_rows
+        _check_table_size(rows, len(stats))
+        for i, column in enumerate(stats):
+            values = _normalise(column.name, pa.chunked_array([batch.column(i)]))
+            column.add(values.combine_chunks())
+    if stats is None or rows == 0:
+        raise DataError("the file has a header but no data rows")
+    return DatasetInfo(format=fmt, num_rows=rows, columns=[c.info() for c in stats], shape=None)
+
+
+class _Widen(Exception):
+    """A column's type must be wider than the pass so far read it as."""
+
+    def __init__(self, column: str, to: pa.DataType) -> None:
+        self.column, self.to = column, to
+
+
+_WIDER = {"null": pa.int64(), "int64": pa.float64(), "bool": pa.string(), "double": pa.string()}
+_CONVERSION = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\w+)")
+
+
+def _csv_pass(path: Path, types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+    invalid: list[pa_csv.InvalidRow] = []
+
+    def on_invalid_row(row: pa_csv.InvalidRow) -> str:
+        invalid.append(row)
+        return "error"
+
+    read = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False)
+    parse = pa_csv.ParseOptions(invalid_row_handler=on_invalid_row)
+    convert = pa_csv.ConvertOptions(strings_can_be_null=True, column_types=types)
+    names: list[str] = []
+    try:
+        with pa_csv.open_csv(
+            str(path), read_options=read, parse_options=parse, convert_options=convert
+        ) as reader:
+            names = reader.schema.names
+            # Dates stay the text they were (see _read_csv).
+            temporal = [f.name for f in reader.schema if pa.types.is_temporal(f.type)]
+            if temporal:
+                raise _Widen(temporal[0], pa.string())
+            yield from reader
+    except pa.ArrowInvalid as exc:
+        found = _CONVERSION.search(str(exc))
+        if found is not None and not invalid:
+            column = names[int(found.group(1))]
+            wider = _WIDER.get(found.group(2), pa.string())
+            if types.get(column) == wider:
+                raise DataError(_csv_error_message(str(exc))) from None
+            raise _Widen(column, wider) from None
+        if invalid:
+            raise DataError(_invalid_row_message(invalid[0])) from None
+        raise DataError(_csv_error_message(str(exc))) from None
+    except pa.ArrowException as exc:
+        if invalid:
+            raise DataError(_invalid_row_message(invalid[0])) from None
+        raise DataError(_csv_error_message(str(exc))) from None
+
+
+def _parquet_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    _refuse_empty(path)
+    try:
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+        _check_column_names(schema.names)
+        for field_ in schema:
+            if pa.types.is_nested(field_.type):
+                raise DataError(_nested_message(field_.name, field_.type))
+        _check_table_size(parquet.metadata.num_rows, len(schema.names))
+        index_columns = (schema.pandas_metadata or {}).get("index_columns", [])
+        stored = {name for name in index_columns if isinstance(name, str)}
+        columns = [name for name in schema.names if name not in stored]
+        yield from parquet.iter_batches(batch_size=65_536, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"not a valid Parquet file: {exc}") from None
 
 
 def _dtype_name(arrow_type: pa.DataType) -> str:

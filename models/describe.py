@@ -173,7 +173,21 @@ def _check_table(spec: JobSpec, dataset: DatasetRecord) -> None:
     features = validate_columns(list(columns), target=spec.target, features=spec.features)
     if not features:
         raise SpecError("no feature columns left besides the target")
+    for name in features:
+        column = columns[name]
+        if column["dtype"] not in NUMERIC and not column.get("unique_exact", True):
+            raise SpecError(
+                f"feature column {name!r} is text with about {column['unique']:,} distinct "
+                "values (more than 100,000), too many to one-hot encode; leave it out of "
+                "'features'"
+            )
     target = columns[spec.target]
+    if spec.task == "classification" and not target.get("unique_exact", True):
+        raise SpecError(
+            f"classification target {spec.target!r} has about {target['unique']:,} distinct "
+            "values (more than 100,000): too many classes; is it an identifier, or a "
+            "regression target?"
+        )
     if target["missing"]:
         raise SpecError(f"target column {spec.target!r} has {target['missing']} missing values")
     if spec.task == "regression" and target["dtype"] not in NUMERIC:

@@ -21,7 +21,6 @@ import torch
 from PIL import Image
 
 from models.base import PreparedData, Split
-from models.checkpoint import write_atomic
 from models.data import CSV_BLOCK_BYTES, DataError, image_geometry, image_layout
 from models.image_io import to_nchw
 from models.loop import Objective, forward_all, scored_training_part
@@ -159,21 +158,20 @@ def find_mistakes(
     return {"split": name, "total": len(split), "wrong": len(wrong), "items": items}
 
 
-def write_mistakes(folder: Path, found: dict[str, Any]) -> None:
-    """mistakes.json and its sha256 (mistakes.json.sha256), each written whole or not at all."""
+def mistakes_files(found: dict[str, Any]) -> dict[str, bytes]:
+    """mistakes.json and its sha256 (mistakes.json.sha256), the digest stored last."""
     body = json.dumps(found, allow_nan=False).encode()
-    write_atomic(folder / MISTAKES_FILE, body)
-    write_atomic(folder / f"{MISTAKES_FILE}.sha256", hashlib.sha256(body).hexdigest().encode())
+    return {
+        MISTAKES_FILE: body,
+        f"{MISTAKES_FILE}.sha256": hashlib.sha256(body).hexdigest().encode(),
+    }
 
 
-def read_mistakes(folder: Path) -> dict[str, Any] | None:
-    """What write_mistakes wrote; None when there is nothing or it does not match its sha256."""
-    try:
-        body = (folder / MISTAKES_FILE).read_bytes()
-        expected = (folder / f"{MISTAKES_FILE}.sha256").read_text().strip()
-    except FileNotFoundError:
+def parse_mistakes(body: bytes | None, digest: bytes | None) -> dict[str, Any] | None:
+    """What mistakes_files made; None when there is nothing or it does not match its sha256."""
+    if body is None or digest is None:
         return None
-    if hashlib.sha256(body).hexdigest() != expected:
+    if hashlib.sha256(body).hexdigest() != digest.decode(errors="replace").strip():
         return None
     found = json.loads(body)
     return found if isinstance(found, dict) else None

@@ -74,7 +74,7 @@ def serve(host: str, port: int, queues: str | None, workers: int = 1) -> int:
         f"Keiko on http://{host}:{port} (docs: /docs)\n"
         f"  database: {settings.resolved_database_url}\n"
         f"  broker:   {settings.resolved_broker_url}\n"
-        f"  artifacts: {settings.artifacts}",
+        f"  artifacts: {settings.artifact_url or settings.artifacts}",
         flush=True,
     )
     worker = subprocess.Popen(worker_command(queues), cwd=ROOT)

@@ -9,11 +9,11 @@ from sqlalchemy.orm import Session
 
 from service.db import get_session
 from service.settings import Settings, get_settings
-from service.storage import ArtifactStore
+from service.storage import ArtifactStore, open_store
 
 
 def get_store() -> ArtifactStore:
-    return ArtifactStore(get_settings().artifacts)
+    return open_store(get_settings())
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,10 +28,10 @@ from service.admissions import ModelRef, get_admissions
 from service.auth import Caller
 from service.batching import Batcher
 from service.deps import get_store
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, NotFound, ServiceUnavailable
 from service.metrics import record_batch, record_lookup, record_prediction
 from service.settings import Settings
-from service.storage import ArtifactStore
+from service.storage import ArtifactStore, StoreUnavailable
 from service.tables import Model
 
 log = logging.getLogger("keiko")
@@ -91,7 +92,7 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, model_id: str, path: Path, sha256: str) -> Servable:
-        return self.served(model_id, path, sha256).predictor
+        return self.served(model_id, lambda: path, sha256).predictor
 
     def loaded(self, model_id: str) -> Served | None:
         """The model if it is in memory (no I/O: the event loop may ask)."""
@@ -105,12 +106,14 @@ class ModelCache:
         with self._lock:
             self._items.pop(model_id, None)
 
-    def served(self, model_id: str, path: Path, sha256: str) -> Served:
+    def served(self, model_id: str, locate: Callable[[], Path], sha256: str) -> Served:
+        """The model in memory, or loaded from the local file `locate()` gives (for the S3
+        store, a download into this machine's cache, once)."""
         with self._lock:
             if model_id in self._items:
                 self._items.move_to_end(model_id)
                 return self._items[model_id]
-        predictor = load_bundle(path, expected_sha256=sha256, kinds=get_kind)
+        predictor = load_bundle(locate(), expected_sha256=sha256, kinds=get_kind)
         batcher: Batcher[Inputs, dict[str, Any]] = Batcher(
             functools.partial(answer_batch, predictor),
             max_rows=self.batch_rows,
@@ -148,9 +151,12 @@ def load_served(
         raise NotFound(f"no model with id {model_id!r}")
     cache = settings_cache(settings)
     try:
-        return cache.served(model.id, store.path(model.path), model.sha256)
+        locate = functools.partial(store.local, model.path, model.sha256, sidecar=True)
+        return cache.served(model.id, locate, model.sha256)
     except (CorruptCheckpointError, FileNotFoundError) as exc:
         raise unloadable(model.id, exc) from exc
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(f"model {model.id!r} cannot be read now: {exc}") from exc
 
 
 def unloadable(model_id: str, exc: Exception) -> Conflict:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.checkpoint import sha256_file
 from models.data import DataError, DatasetInfo, class_counts, detect_format, inspect_dataset
 from models.image_io import (
     ImageSet,
@@ -28,7 +29,7 @@ from models.image_io import (
     visible_entries,
 )
 from service.archives import ArchiveLimits, archive_kind, extract_archive
-from service.storage import ArtifactStore
+from service.storage import ArtifactStore, dataset_key
 from service.uploads import Upload
 
 TABLE_OR_ARRAY = (".csv", ".parquet", ".pq", ".npz")
@@ -39,20 +40,22 @@ _DEFAULT_LIMITS = ArchiveLimits()  # callers without settings; the API passes th
 class Ingested:
     format: str  # csv, parquet, npz, idx, images
     info: DatasetInfo
-    path: Path  # the stored file
+    key: str  # the stored object
+    sha256: str  # of the stored object
 
 
 def ingest(
     upload: Upload, store: ArtifactStore, dataset_id: str, limits: ArchiveLimits
 ) -> Ingested:
-    """Parse and store `upload`; raises DataError naming what is wrong with it."""
+    """Parse and store `upload`; raises DataError naming what is wrong with it, and
+    StoreUnavailable when the artifact store cannot take it (then nothing is stored)."""
     first = upload.files[0]
     if len(upload.files) == 1 and first.filename.lower().endswith(TABLE_OR_ARRAY):
         fmt = detect_format(first.filename)
         info = inspect_dataset(first.path, fmt)
-        final = store.dataset_path(dataset_id, fmt)
-        first.path.replace(final)
-        return Ingested(fmt, info, final)
+        key = dataset_key(dataset_id, fmt)
+        store.put_file(key, first.path)
+        return Ingested(fmt, info, key, upload.sha256)
     return _ingest_images(upload, store, dataset_id, limits)
 
 
@@ -64,13 +67,15 @@ def _ingest_images(
         images = load_image_upload([(f.filename, f.path) for f in upload.files], workdir, limits)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    fmt = "idx" if images.class_names is None else "images"
-    final = store.dataset_path(dataset_id, "npz")
-    save_image_set(images, final)
     upload.discard()
+    fmt = "idx" if images.class_names is None else "images"
+    key = dataset_key(dataset_id, "npz")
+    with store.writing(key) as path:
+        save_image_set(images, path)
+        sha = sha256_file(path)
     shape = describe(images)
     info = DatasetInfo(format=fmt, num_rows=int(images.x.shape[0]), columns=None, shape=shape)
-    return Ingested(fmt, info, final)
+    return Ingested(fmt, info, key, sha)
 
 
 # Image uploads --------------------------------------------------------------------------

@@ -27,6 +27,11 @@ class ColumnInfo(BaseModel):
     dtype: str = Field(description="integer, float, boolean or string.")
     missing: int = Field(description="Empty or NaN cells.")
     unique: int = Field(description="Distinct non-missing values.")
+    unique_exact: bool = Field(
+        True,
+        description="False when the column has more than 100,000 distinct values: `unique` "
+        "is then an estimate (within about 0.3 %).",
+    )
 
 
 class DatasetRead(BaseModel):

@@ -31,7 +31,22 @@ class Settings(BaseSettings):
         description="Seconds before Redis re-delivers an unacknowledged job message.",
     )
     artifact_dir: Path | None = Field(
-        None, description="Artifact store; default: data_dir/artifacts."
+        None, description="Artifact store folder (local backend); default: data_dir/artifacts."
+    )
+    artifact_url: str | None = Field(
+        None,
+        description="s3://bucket/prefix: keep artifacts in S3-compatible object storage "
+        "(endpoint and credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) instead of "
+        "artifact_dir.",
+    )
+    artifact_attempts: int = Field(
+        5, ge=1, le=20, description="Tries of each object-store call before it is given up."
+    )
+    cache_dir: Path | None = Field(
+        None, description="This machine's cache of downloaded artifacts; default: data_dir/cache."
+    )
+    cache_max_bytes: int = Field(
+        10 << 30, ge=1 << 20, description="Size above which the artifact cache evicts."
     )
     max_upload_bytes: int = Field(1 << 30, ge=1, description="Largest accepted dataset upload.")
     max_archive_files: int = Field(100_000, ge=1, description="Most files in an uploaded archive.")
@@ -188,6 +203,24 @@ class Settings(BaseSettings):
     @property
     def artifacts(self) -> Path:
         return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def artifact_cache(self) -> Path:
+        return (self.cache_dir or self.data_dir / "cache").resolve()
+
+    @property
+    def scratch(self) -> Path:
+        """This machine's folder for uploads as they arrive and files not yet stored."""
+        return (self.data_dir / "scratch").resolve()
+
+    @field_validator("artifact_url")
+    @classmethod
+    def _s3_url(cls, value: str | None) -> str | None:
+        if value is not None and value.strip() == "":
+            return None
+        if value is not None and not value.startswith("s3://"):
+            raise ValueError("KEIKO_ARTIFACT_URL must be s3://bucket/prefix")
+        return value
 
     @property
     def uses_embedded_broker(self) -> bool:

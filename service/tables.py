@@ -116,7 +116,9 @@ class Dataset(Base):
     filename: Mapped[str] = mapped_column(Text)  # the uploaded file names, comma-separated
     path: Mapped[str] = mapped_column(Text)  # relative to the artifact store
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))  # of the bytes uploaded
+    # Of the object stored (an image upload's canonical NPZ); null for rows from before 0005.
+    stored_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     num_rows: Mapped[int] = mapped_column(BigInteger)
     # Tables: [{"name", "dtype", "missing", "unique"}]; arrays: null.
     columns: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)

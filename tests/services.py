@@ -1,12 +1,19 @@
-"""Real PostgreSQL and Redis for tests: each run gets its own database and key prefix,
-dropped afterwards. In CI (CI=true) a missing service fails the run instead of skipping."""
+"""Real PostgreSQL, Redis and an S3 API server for tests: each run gets its own database,
+key prefix and bucket, dropped afterwards. In CI (CI=true) a missing service fails the run
+instead of skipping."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -66,3 +73,73 @@ def temporary_redis_prefix() -> Iterator[tuple[str, str]]:
         for key in client.scan_iter(match=f"{prefix}*", count=1000):
             client.delete(key)
         client.close()
+
+
+@dataclass
+class S3Server:
+    """moto's standalone S3 server (the one s3fs's own tests use): the S3 protocol over
+    HTTP on this machine, kept in its memory."""
+
+    endpoint: str
+    bucket: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """boto3's usual environment, pointing at this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "keiko-test",
+            "AWS_SECRET_ACCESS_KEY": "keiko-test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def url(self, prefix: str = "keiko") -> str:
+        return f"s3://{self.bucket}/{prefix}"
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="keiko-test",
+            aws_secret_access_key="keiko-test-secret",
+            region_name="us-east-1",
+        )
+
+
+@contextmanager
+def s3_server() -> Iterator[S3Server]:
+    """A moto S3 server on a free loopback port with one fresh bucket; stopped after."""
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    endpoint = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{endpoint}/moto-api/", timeout=2)
+                break
+            except httpx.TransportError as exc:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    unavailable(f"moto's S3 server on {endpoint}", exc)
+                time.sleep(0.1)
+        server = S3Server(endpoint, f"keiko-test-{uuid.uuid4().hex[:12]}", process)
+        server.client().create_bucket(Bucket=server.bucket)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -18,7 +18,12 @@ from typing import Any
 
 import httpx
 
-from tests.services import temporary_postgres_database, temporary_redis_prefix
+from tests.services import (
+    S3Server,
+    s3_server,
+    temporary_postgres_database,
+    temporary_redis_prefix,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "test-admin-key-0123456789abcdef0123456789"
@@ -38,10 +43,18 @@ class Stack:
     base_url: str = ""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     client: httpx.Client | None = None
+    # The worker's own settings where they differ from the API's (its data directory on
+    # another "machine").
+    worker_env: dict[str, str] | None = None
+    s3: S3Server | None = None  # the object store of an "object_store" deployment
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.data_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT
+        )
         self.processes[name] = proc
         return proc
 
@@ -60,12 +73,13 @@ class Stack:
             self.client.headers["Authorization"] = f"Bearer {self.new_user('alice')}"
         return self
 
-    def start_worker(self) -> None:
+    def start_worker(self, name: str = "worker", env: dict[str, str] | None = None) -> None:
         self._spawn(
-            "worker",
+            name,
             [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q",
              "celery", "--pool", "solo", "--without-gossip", "--without-mingle",
-             "--loglevel", "INFO"],
+             "--loglevel", "INFO", "-n", f"{name}@%h"],
+            env or self.worker_env,
         )  # fmt: skip
 
     def kill_worker(self) -> None:
@@ -212,6 +226,41 @@ def postgres_redis_stack(
             stack.stop()
 
 
+@contextmanager
+def object_store_stack(
+    name: str, data_dir: Path, *, worker: bool = True, **overrides: str
+) -> Iterator[Stack]:
+    """Machines that share only PostgreSQL, Redis and S3-compatible object storage (moto's
+    server): the API runs on data_dir/api and the worker on data_dir/worker, each empty,
+    and artifacts live in a fresh bucket. `stack.worker_env_for(folder)` gives another
+    worker its own directory."""
+    with (
+        temporary_postgres_database() as database_url,
+        temporary_redis_prefix() as (broker_url, prefix),
+        s3_server() as s3,
+    ):
+        shared = {
+            "KEIKO_DATABASE_URL": database_url,
+            "KEIKO_BROKER_URL": broker_url,
+            "KEIKO_BROKER_KEY_PREFIX": prefix,
+            "KEIKO_ARTIFACT_URL": s3.url(),
+            **overrides,
+        }
+        env = stack_env(data_dir / "api", **shared) | s3.env
+        stack = Stack(name, data_dir, env, worker_env=stack_env(data_dir / "worker", **shared))
+        stack.worker_env = (stack.worker_env or {}) | s3.env
+        stack.s3 = s3
+        try:
+            yield stack.start(worker=worker)
+        finally:
+            stack.stop()
+
+
+def worker_env_for(stack: Stack, folder: Path) -> dict[str, str]:
+    """The environment of one more worker of `stack`, on its own data directory."""
+    return {**(stack.worker_env or stack.env), "KEIKO_DATA_DIR": str(folder)}
+
+
 DEPLOYMENTS = ("embedded", "postgres_redis")
 # The shipped timings, for benchmarks (stack_env makes tests' stacks report more often).
 SHIPPED_TIMINGS = {"KEIKO_PROGRESS_SECONDS": "0.5", "KEIKO_EVENT_POLL_SECONDS": "0.5"}
@@ -223,6 +272,10 @@ def started_deployment(kind: str, data_dir: Path, **overrides: str) -> Iterator[
     KEIKO_* settings."""
     if kind == "postgres_redis":
         with postgres_redis_stack(kind, data_dir, **overrides) as stack:
+            yield stack
+        return
+    if kind == "object_store":
+        with object_store_stack(kind, data_dir, **overrides) as stack:
             yield stack
         return
     stack = Stack(kind, data_dir, stack_env(data_dir, **overrides))

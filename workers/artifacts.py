@@ -10,7 +10,7 @@ from models.base import TrainResult
 from models.bundle import save_bundle
 from models.specs import JobSpec
 from service import repository
-from service.storage import ArtifactStore
+from service.storage import ArtifactStore, model_key
 
 
 def save_model(
@@ -29,8 +29,9 @@ def save_model(
     job = repository.get_job(session, job_id=job_id, owner_id=None)
     assert job is not None
     model_id = repository.new_model_id()
-    path = store.model_dir(model_id) / "model.safetensors"
-    sha = save_bundle(path, kind=spec.model.kind, interface=interface, result=result)
+    key = model_key(model_id)
+    with store.writing(key, sidecar=True) as path:
+        sha = save_bundle(path, kind=spec.model.kind, interface=interface, result=result)
     repository.add_model(
         session,
         model_id=model_id,
@@ -41,7 +42,7 @@ def save_model(
         input_schema=interface["input_schema"],
         output=interface["output"],
         metrics=metrics,
-        path=store.relative(path),
+        path=key,
         sha256=sha,
     )
     return model_id

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 
 from models.base import PreparedData, TrainResult
-from models.gallery import find_mistakes, write_mistakes
+from models.gallery import find_mistakes, mistakes_files
 from models.specs import TrainingSpec
-from service.storage import ArtifactStore
+from service.storage import ArtifactStore, job_key
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ def record_mistakes(
     try:
         found = find_mistakes(result.network, data, training=training, outputs=result.outputs)
         if found is not None:
-            write_mistakes(store.job_dir(job_id), found)
+            for name, body in mistakes_files(found).items():
+                store.put_bytes(job_key(job_id, name), body)
     except Exception:
         log.exception("job %s: the gallery of mistakes could not be made", job_id)

@@ -19,13 +19,12 @@ from models.checkpoint import (
     CorruptCheckpointError,
     load_checkpoint,
     save_checkpoint,
-    sidecar_path,
 )
 from models.metrics import json_safe
 from models.policy import Retention
 from service import repository
 from service.db import session_scope
-from service.storage import ArtifactStore
+from service.storage import ArtifactStore, StoreUnavailable, job_key
 from service.studies import TrialPruner
 
 log = logging.getLogger(__name__)
@@ -164,14 +163,14 @@ class JobReporter:
         if self._lease_lost.is_set():
             raise LeaseLost()
         self.flush()  # the epoch's history entry comes before its checkpoint
-        name = f"epoch-{epoch:05d}-{self._attempt}.safetensors"
-        path = self.store.job_dir(self.job_id) / name
+        relative = job_key(self.job_id, f"epoch-{epoch:05d}-{self._attempt}.safetensors")
         safe_meta = json_safe(meta)
-        sha = save_checkpoint(path, model_state=tensors, optimizer=optimizer, meta=safe_meta)
-        # Recorded only after the file is in place: a row always points at a whole file.
+        # Stored whole (sidecar first) before its row: a row always points at a whole file.
         # Retention deletes older checkpoints' rows in the same transaction, and their files
         # once it has committed (a crash in between leaves files, never rows without one).
-        relative = self.store.relative(path)
+        # An object store that stays unreachable through its retries fails the job.
+        with self.store.writing(relative, sidecar=True) as path:
+            sha = save_checkpoint(path, model_state=tensors, optimizer=optimizer, meta=safe_meta)
         metrics = safe_meta.get("metrics", {})
         try:
             with session_scope() as session:
@@ -200,13 +199,13 @@ class JobReporter:
                     removed=doomed,
                 )
         except LeaseLost:
-            path.unlink(missing_ok=True)
-            sidecar_path(path).unlink(missing_ok=True)
+            self.store.delete_with_sidecar(relative)
             raise
         for doomed_path in doomed_paths:
-            full = self.store.path(doomed_path)
-            full.unlink(missing_ok=True)
-            sidecar_path(full).unlink(missing_ok=True)
+            try:
+                self.store.delete_with_sidecar(doomed_path)
+            except StoreUnavailable as exc:  # its row is gone: an orphan, not a failure
+                log.warning("job %s: %s left in the store: %s", self.job_id, doomed_path, exc)
 
     def resume(self) -> Checkpoint | None:
         """The latest checkpoint of an earlier attempt that passes its sha256 check (a file
@@ -217,7 +216,8 @@ class JobReporter:
         resumed: tuple[int, Checkpoint] | None = None
         for epoch, rel_path, sha in candidates:
             try:
-                resumed = epoch, load_checkpoint(self.store.path(rel_path), expected_sha256=sha)
+                local = self.store.local(rel_path, sha, sidecar=True)
+                resumed = epoch, load_checkpoint(local, expected_sha256=sha)
                 break
             except (CorruptCheckpointError, OSError) as exc:
                 log.warning("job %s: checkpoint of epoch %d refused: %s", self.job_id, epoch, exc)

@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 from datetime import datetime, timedelta
+from pathlib import PurePosixPath
 from typing import Any
 
 import torch
@@ -29,7 +30,7 @@ from service import repository
 from service.db import session_scope
 from service.queue import RUN_JOB
 from service.settings import Settings, get_settings
-from service.storage import ArtifactStore
+from service.storage import ArtifactStore, StoreUnavailable, delete_quietly, model_key, open_store
 from service.studies import TrialPruner, advance_and_send, trial_pruner
 from workers.artifacts import save_model
 from workers.celery_app import app
@@ -139,19 +140,31 @@ def _load(
         spec, started_at = JobSpec.model_validate(job.spec), job.started_at
         owner_id = job.owner_id
         pruner = trial_pruner(session, settings, job)
-        sources: list[DataSource | None] = []
+        stored: list[tuple[str, str | None, str] | None] = []
         for dataset_id in (job.dataset_id, job.test_dataset_id):
             dataset = (
                 repository.get_dataset(session, dataset_id=dataset_id, owner_id=None)
                 if dataset_id
                 else None
             )
-            sources.append(
-                DataSource(store.path(dataset.path), dataset.format) if dataset else None
+            stored.append(
+                (dataset.path, dataset.stored_sha256, dataset.format) if dataset else None
             )
+    # Outside the transaction: from an object store, a download (once per machine).
+    sources = [_source(store, found) if found else None for found in stored]
     if sources[0] is None and spec.dataset_id is not None:
         raise DataError("the job's dataset was deleted")
     return spec, sources[0], sources[1], started_at, owner_id, pruner
+
+
+def _source(store: ArtifactStore, found: tuple[str, str | None, str]) -> DataSource:
+    key, sha256, fmt = found
+    try:
+        return DataSource(store.local(key, sha256), fmt)
+    except FileNotFoundError:
+        raise DataError("the job's dataset file is missing from the artifact store") from None
+    except CorruptCheckpointError as exc:
+        raise DataError(f"the job's dataset file is refused: {exc}") from None
 
 
 def _load_teacher(
@@ -165,11 +178,12 @@ def _load_teacher(
     model_id = distillation.teacher_model_id
     with session_scope() as session:
         model = repository.get_model(session, model_id=model_id, owner_id=owner_id)
-        found = (store.path(model.path), model.sha256) if model is not None else None
+        found = (model.path, model.sha256) if model is not None else None
     if found is None:
         raise DataError(f"model.distillation: the teacher model {model_id} was deleted")
     try:
-        _, network, meta = load_network(found[0], expected_sha256=found[1], kinds=get_kind)
+        local = store.local(found[0], found[1], sidecar=True)
+        _, network, meta = load_network(local, expected_sha256=found[1], kinds=get_kind)
     except (OSError, CorruptCheckpointError) as exc:
         why = (
             "its file is missing"
@@ -187,7 +201,7 @@ def _train_and_record(
 ) -> bool:
     """Train the job and record how it ended; True when it was released (this worker is
     shutting down) and must go back to the queue."""
-    store = ArtifactStore(settings.artifacts)
+    store = open_store(settings)
     model_id: str | None = None
     try:
         spec, source, test_source, started_at, owner_id, pruner = _load(job_id, store, settings)
@@ -250,7 +264,7 @@ def _train_and_record(
             with session_scope() as session:
                 kept = repository.get_model(session, model_id=model_id, owner_id=None)
             if kept is None:  # its row was rolled back: the file is this attempt's alone
-                store.delete(store.relative(store.model_dir(model_id)))
+                delete_quietly(store, str(PurePosixPath(model_key(model_id)).parent))
         log.warning("job %s: another worker owns it now; this attempt leaves nothing", job_id)
     except Released:
         with session_scope() as session:
@@ -264,6 +278,9 @@ def _train_and_record(
         _finish(job_id, worker, "cancelled", None, None)
     except (TrainingError, DataError) as exc:
         _finish(job_id, worker, "failed", type(exc).__name__, str(exc))
+    except StoreUnavailable as exc:
+        log.error("job %s: %s", job_id, exc)
+        _finish(job_id, worker, "failed", "StoreUnavailable", str(exc))
     except (torch.OutOfMemoryError, MemoryError) as exc:
         first_line = (str(exc) or type(exc).__name__).splitlines()[0]
         _finish(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -14,10 +13,11 @@ from service import repository
 from service.archives import ArchiveLimits
 from service.auth import CallerDep
 from service.deps import SessionDep, SettingsDep, StoreDep
-from service.errors import Conflict, NotFound, Unprocessable, responses
+from service.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable, responses
 from service.idempotency import IdempotencyKey, check_key, commit_once, fingerprint, replay
 from service.ingest import ingest
 from service.schemas import DatasetRead, Page
+from service.storage import StoreUnavailable, delete_quietly
 from service.tables import Dataset, new_id
 from service.uploads import receive_upload
 
@@ -64,7 +64,7 @@ def _clean_name(name: str) -> str:
     response_model=DatasetRead,
     summary="Upload a dataset",
     openapi_extra=UPLOAD_BODY,
-    responses=responses(400, 413, 422),
+    responses=responses(400, 413, 422, 503),
 )
 async def upload_dataset(
     request: Request,
@@ -80,7 +80,7 @@ async def upload_dataset(
         request, max_bytes=settings.max_upload_bytes, folder=store.incoming_dir()
     )
     dataset_id = new_id()
-    stored: Path | None = None
+    stored: str | None = None
     try:
         name = _clean_name(upload.fields.get("name") or upload.files[0].filename)
         for uploaded in upload.files:
@@ -102,16 +102,22 @@ async def upload_dataset(
             ingested = await run_in_threadpool(ingest, upload, store, dataset_id, limits)
         except DataError as exc:
             raise Unprocessable(str(exc)) from exc
-        stored = ingested.path
+        except StoreUnavailable as exc:
+            raise ServiceUnavailable(
+                f"{exc}; nothing was recorded, send the upload again later",
+                headers={"Retry-After": "30"},
+            ) from exc
+        stored = ingested.key
         dataset = Dataset(
             id=dataset_id,
             owner_id=caller.user_id,
             name=name,
             format=ingested.format,
             filename=", ".join(f.filename for f in upload.files),
-            path=store.relative(stored),
+            path=ingested.key,
             size_bytes=upload.size,
             sha256=upload.sha256,
+            stored_sha256=ingested.sha256,
             num_rows=ingested.info.num_rows,
             columns=ingested.info.columns,
             shape=ingested.info.shape,
@@ -130,11 +136,12 @@ async def upload_dataset(
     except BaseException:
         upload.discard()
         if stored is not None:
-            stored.unlink(missing_ok=True)
+            await run_in_threadpool(delete_quietly, store, stored)
         raise
     if replayed is not None:  # a concurrent retry with the same key recorded it first
         upload.discard()
-        ingested.path.unlink(missing_ok=True)  # this request's copy; its row was rolled back
+        # This request's copy: its row was rolled back.
+        await run_in_threadpool(delete_quietly, store, ingested.key)
         return replayed
     return dataset
 
@@ -186,5 +193,5 @@ def delete_dataset(
     path = dataset.path
     session.delete(dataset)
     session.commit()
-    store.delete(path)
+    delete_quietly(store, path)
     return Response(status_code=204)

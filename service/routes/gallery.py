@@ -9,19 +9,22 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from models.checkpoint import CorruptCheckpointError
 from models.data import DataError
 from models.gallery import (
     MAX_MISTAKES,
     MAX_SAMPLES,
+    MISTAKES_FILE,
     array_samples,
     image_samples,
-    read_mistakes,
+    parse_mistakes,
     table_samples,
 )
 from service import repository
 from service.auth import CallerDep
 from service.deps import SessionDep, StoreDep
-from service.errors import NotFound, Unprocessable, responses
+from service.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable, responses
+from service.storage import StoreUnavailable, job_key
 
 router = APIRouter(responses=responses(401, 403, 404))
 
@@ -82,7 +85,13 @@ def get_mistakes(
     job = repository.get_job(session, job_id=job_id, owner_id=caller.user_id)
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")
-    found = read_mistakes(store.path(f"jobs/{job.id}"))
+    try:
+        found = parse_mistakes(
+            store.get_bytes(job_key(job.id, MISTAKES_FILE)),
+            store.get_bytes(job_key(job.id, f"{MISTAKES_FILE}.sha256")),
+        )
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from exc
     if found is None:
         return Mistakes(split=None, items=[])
     return Mistakes.model_validate({**found, "items": found["items"][:limit]})
@@ -109,7 +118,12 @@ def get_samples(
     dataset = repository.get_dataset(session, dataset_id=dataset_id, owner_id=caller.user_id)
     if dataset is None:
         raise NotFound(f"no dataset with id {dataset_id!r}")
-    path = store.path(dataset.path)
+    try:
+        path = store.local(dataset.path, dataset.stored_sha256)
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+    except CorruptCheckpointError as exc:
+        raise Conflict(f"dataset {dataset.id!r} cannot be read: {exc}") from exc
     try:
         if dataset.format in ("csv", "parquet"):
             return table_samples(path, dataset.format, n)

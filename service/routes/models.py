@@ -18,12 +18,12 @@ from models.registry import get_kind
 from service import repository
 from service.auth import Caller, CallerDep
 from service.deps import SessionDep, SettingsDep, StoreDep
-from service.errors import NotFound, Unprocessable, responses
+from service.errors import NotFound, ServiceUnavailable, Unprocessable, responses
 from service.inference import load_predictor, settings_cache, unloadable
 from service.ratelimit import get_rate_limiter
 from service.revocations import get_revocations
 from service.schemas import ModelRead, Page, RolloutRequest, RolloutResponse
-from service.storage import ArtifactStore
+from service.storage import ArtifactStore, StoreUnavailable, delete_quietly
 from service.tables import Model
 
 router = APIRouter(prefix="/models", tags=["models"], responses=responses(401, 403))
@@ -68,7 +68,7 @@ def delete_model(
     session.commit()
     get_revocations().revoke()  # every API process forgets it before this answers
     settings_cache(settings).discard(model_id)
-    store.delete(folder)
+    delete_quietly(store, folder)
     return Response(status_code=204)
 
 
@@ -120,10 +120,15 @@ def _onnx_file(
     extra = {"model_id": model.id, "job_id": model.job_id}
     try:
         body = export_onnx(
-            store.path(model.path), expected_sha256=model.sha256, kinds=get_kind, metadata=extra
+            store.local(model.path, model.sha256, sidecar=True),
+            expected_sha256=model.sha256,
+            kinds=get_kind,
+            metadata=extra,
         )
     except (CorruptCheckpointError, FileNotFoundError) as exc:
         raise unloadable(model.id, exc) from exc
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(f"model {model.id!r} cannot be read now: {exc}") from exc
     except ExportError as exc:
         raise Unprocessable(f"model {model.id!r} ({model.kind}): {exc}") from exc
     kind = re.sub(r"[^A-Za-z0-9_-]", "_", model.kind)

@@ -18,11 +18,11 @@ from models.base import PreparedData, Split
 from models.gallery import (
     find_mistakes,
     image_samples,
+    mistakes_files,
     original_images,
+    parse_mistakes,
     png_data_url,
-    read_mistakes,
     table_samples,
-    write_mistakes,
 )
 from models.image_io import ImageSet, save_image_set
 from models.image_preprocessing import ImagePreprocessor
@@ -155,12 +155,12 @@ def test_regression_has_no_mistakes() -> None:
     assert find_mistakes(FirstPixel(), data) is None
 
 
-def test_mistakes_file_is_refused_when_it_does_not_match_its_sha256(tmp_path: Path) -> None:
-    assert read_mistakes(tmp_path) is None
-    write_mistakes(tmp_path, {"split": "test", "items": []})
-    assert read_mistakes(tmp_path) == {"split": "test", "items": []}
-    (tmp_path / "mistakes.json").write_text('{"split": "train", "items": []}')
-    assert read_mistakes(tmp_path) is None
+def test_mistakes_file_is_refused_when_it_does_not_match_its_sha256() -> None:
+    assert parse_mistakes(None, None) is None
+    body, digest = mistakes_files({"split": "test", "items": []}).values()
+    assert parse_mistakes(body, digest) == {"split": "test", "items": []}
+    assert parse_mistakes(b'{"split": "train", "items": []}', digest) is None
+    assert parse_mistakes(body, None) is None
 
 
 def test_samples_of_an_image_set_and_of_a_compressed_npz(tmp_path: Path) -> None:
