@@ -46,10 +46,28 @@ def test_worker_reserves_a_gpu_and_takes_the_gpu_queue() -> None:
 def test_environment_is_read_by_settings(name: str) -> None:
     fields = {f"KEIKO_{field.upper()}" for field in Settings.model_fields}
     env = service(name)["environment"]
-    assert set(env) <= fields, set(env) - fields
-    settings = Settings(**{k.removeprefix("KEIKO_").lower(): v for k, v in env.items()})
+    keiko = {k: v for k, v in env.items() if k.startswith("KEIKO_")}
+    assert set(keiko) <= fields, set(keiko) - fields
+    # The rest is boto3's own environment for the object store.
+    assert set(env) - set(keiko) <= {
+        "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"
+    }  # fmt: skip
+    settings = Settings(**{k.removeprefix("KEIKO_").lower(): v for k, v in keiko.items()})
     assert settings.resolved_database_url.startswith("postgresql+psycopg://")
     assert settings.resolved_broker_url.startswith("redis://")
+    assert settings.artifact_url == "s3://keiko/artifacts"
+
+
+def test_api_and_worker_share_only_the_object_store() -> None:
+    """No volume in common: artifacts go through MinIO, whose bucket exists before they start."""
+    api, worker = service("api"), service("worker")
+    assert not set(api.get("volumes", [])) & set(worker.get("volumes", []))
+    for definition in (api, worker):
+        assert definition["environment"]["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert definition["depends_on"]["bucket"]["condition"] == "service_completed_successfully"
+    assert service("bucket")["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "mc mb --ignore-existing keiko/keiko" in service("bucket")["command"][0]
+    assert "healthcheck" in service("minio")
 
 
 @pytest.mark.parametrize("name", ["api", "worker", "migrate"])
