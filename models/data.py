@@ -35,6 +35,8 @@ MAX_CELLS = 2_000_000_000  # rows x columns of a table, elements of an array
 # Arrow needs every CSV row (the header included) to fit in one block; 1 MiB, its default,
 # is too small for wide files.
 CSV_BLOCK_BYTES = 16 << 20
+STREAM_BLOCK_BYTES = 256 << 10  # an upload is read in blocks of this size, or larger
+STATS_GROUP_BYTES = 1 << 20  # and counted in groups of blocks this large
 _SCAN_BYTES = 1 << 20
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -227,26 +229,52 @@ class DistinctCounter:
     """Distinct values of one column: the MAX_EXACT_UNIQUE smallest of their 64-bit hashes
     are kept. While no more were seen the count is exact (a 64-bit collision among 100,000
     values has odds of about 3e-10); beyond, it is the k-minimum-values estimate
-    (k - 1) / (k-th smallest hash / 2^64), within about 1/sqrt(k) = 0.3 %."""
+    (k - 1) / (k-th smallest hash / 2^64), within about 1/sqrt(k) = 0.3 %. Batches' hashes
+    are merged in groups of at least k/8, so small batches cost no sort of all k each."""
 
     def __init__(self, cap: int = MAX_EXACT_UNIQUE) -> None:
         self.cap = cap
         self.kept = np.empty(0, dtype=np.uint64)
         self.exact = True
+        self._pending: list[np.ndarray] = []
+        self._pending_count = 0
 
     def add(self, values: pa.Array) -> None:
         if len(values) == 0:
             return
-        hashes = pd.util.hash_array(values.to_numpy(zero_copy_only=False))
-        merged = np.union1d(self.kept, hashes)
+        if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
+            values = pc.unique(values)  # text: few distinct values, made Python strings once
+        hashes = np.sort(pd.util.hash_array(values.to_numpy(zero_copy_only=False)))
+        if not self.exact:  # only hashes below the largest kept can change what is kept
+            hashes = hashes[: np.searchsorted(hashes, self.kept[-1])]
+        hashes = _distinct_sorted(hashes)
+        self._pending.append(hashes)
+        self._pending_count += len(hashes)
+        if self._pending_count >= self.cap // 8:
+            self._merge()
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        merged = np.concatenate([self.kept, *self._pending])
+        self._pending, self._pending_count = [], 0
+        merged.sort()
+        merged = _distinct_sorted(merged)
         if len(merged) > self.cap:
             merged, self.exact = merged[: self.cap], False
         self.kept = merged
 
     def count(self) -> int:
+        self._merge()
         if self.exact:
             return len(self.kept)
         return round((self.cap - 1) / (float(self.kept[-1]) / 2.0**64))
+
+
+def _distinct_sorted(values: np.ndarray) -> np.ndarray:
+    if len(values) < 2:
+        return values
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
 
 
 @dataclass
@@ -286,26 +314,46 @@ def _describe_table(path: Path, fmt: str) -> DatasetInfo:
     _refuse_empty(path)
     _check_utf8(path)
     _check_header(path)
+    # Small blocks keep what Arrow reads ahead (dozens of blocks) small; a row longer than
+    # one (a very wide file, long text) makes them larger, up to CSV_BLOCK_BYTES.
     types: dict[str, pa.DataType] = {}
+    block = min(STREAM_BLOCK_BYTES, CSV_BLOCK_BYTES)
     while True:
         try:
-            return _describe_batches(fmt, _csv_pass(path, types))
+            return _describe_batches(fmt, _csv_pass(path, types, block))
         except _Widen as widen:
             types[widen.column] = widen.to
+        except _LargerBlocks:
+            block = min(block * 4, CSV_BLOCK_BYTES)
 
 
 def _describe_batches(fmt: str, batches: Iterator[pa.RecordBatch]) -> DatasetInfo:
+    """Counts over `batches`, taken in groups of about STATS_GROUP_BYTES: small blocks keep
+    what the reader holds ahead small, groups keep the per-call work of counting few."""
     stats: list[_ColumnStats] | None = None
     rows = 0
+    group: list[pa.RecordBatch] = []
+    grouped = 0
+
+    def count(group: list[pa.RecordBatch]) -> None:
+        assert stats is not None
+        for i, column in enumerate(stats):
+            parts = pa.chunked_array([batch.column(i) for batch in group], group[0].schema[i].type)
+            column.add(_normalise(column.name, parts).combine_chunks())
+
     for batch in batches:
         if stats is None:
             _check_column_names(batch.schema.names)
             stats = [_ColumnStats(name) for name in batch.schema.names]
         rows += batch.num_rows
         _check_table_size(rows, len(stats))
-        for i, column in enumerate(stats):
-            values = _normalise(column.name, pa.chunked_array([batch.column(i)]))
-            column.add(values.combine_chunks())
+        group.append(batch)
+        grouped += batch.nbytes
+        if grouped >= STATS_GROUP_BYTES:
+            count(group)
+            group, grouped = [], 0
+    if group:
+        count(group)
     if stats is None or rows == 0:
         raise DataError("the file has a header but no data rows")
     return DatasetInfo(format=fmt, num_rows=rows, columns=[c.info() for c in stats], shape=None)
@@ -322,21 +370,29 @@ _WIDER = {"null": pa.int64(), "int64": pa.float64(), "bool": pa.string(), "doubl
 _CONVERSION = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\w+)")
 
 
-def _csv_pass(path: Path, types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+class _LargerBlocks(Exception):
+    """A row did not fit in one block."""
+
+
+def _csv_pass(path: Path, types: dict[str, pa.DataType], block: int) -> Iterator[pa.RecordBatch]:
     invalid: list[pa_csv.InvalidRow] = []
 
     def on_invalid_row(row: pa_csv.InvalidRow) -> str:
         invalid.append(row)
         return "error"
 
-    read = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False)
+    read = pa_csv.ReadOptions(block_size=block, use_threads=False)
     parse = pa_csv.ParseOptions(invalid_row_handler=on_invalid_row)
     convert = pa_csv.ConvertOptions(strings_can_be_null=True, column_types=types)
     names: list[str] = []
     try:
-        with pa_csv.open_csv(
-            str(path), read_options=read, parse_options=parse, convert_options=convert
-        ) as reader:
+        # A Python file, not the path: Arrow then reads ahead one block, not several.
+        with (
+            path.open("rb") as file,
+            pa_csv.open_csv(
+                file, read_options=read, parse_options=parse, convert_options=convert
+            ) as reader,
+        ):
             names = reader.schema.names
             # Dates stay the text they were (see _read_csv).
             temporal = [f.name for f in reader.schema if pa.types.is_temporal(f.type)]
@@ -357,6 +413,8 @@ def _csv_pass(path: Path, types: dict[str, pa.DataType]) -> Iterator[pa.RecordBa
     except pa.ArrowException as exc:
         if invalid:
             raise DataError(_invalid_row_message(invalid[0])) from None
+        if "straddling" in str(exc) and block < CSV_BLOCK_BYTES:
+            raise _LargerBlocks() from None
         raise DataError(_csv_error_message(str(exc))) from None
 
 

@@ -37,6 +37,7 @@ from service.routes import (
 )
 from service.routes import metrics as scrape
 from service.settings import get_settings
+from service.storage import open_store
 from service.studies import sweep_studies
 
 log = logging.getLogger("keiko")
@@ -55,6 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub = EventHub(get_settings())
     app.state.event_hub = hub
     revocations = get_revocations()  # its shared counter exists before the first request
+    open_store(get_settings()).prepare()  # an S3 client built (boto3 imported) at start-up
     background = [
         asyncio.create_task(sweep_forever(sweep_studies)),
         asyncio.create_task(hub.run()),

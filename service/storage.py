@@ -27,6 +27,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,9 @@ class ArtifactStore(ABC):
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch.resolve()
 
+    def prepare(self) -> None:  # noqa: B027 (the local store has nothing to build)
+        """Build what the first call would (a client), so that it happens at start-up."""
+
     def incoming_dir(self) -> Path:
         folder = self.scratch / "incoming"
         folder.mkdir(parents=True, exist_ok=True)
@@ -90,6 +94,18 @@ class ArtifactStore(ABC):
     @abstractmethod
     def put_file(self, key: str, source: Path) -> None:
         """Store the local file `source` under `key`; `source` is consumed."""
+
+    @contextmanager
+    def storing(self, key: str, source: Path) -> Iterator[None]:
+        """Store the local file `source` under `key` once the block (which may read
+        `source`) ends without an error; `source` is consumed either way. The S3 backend
+        uploads while the block runs, and removes the object again if the block fails."""
+        try:
+            yield
+        except BaseException:
+            source.unlink(missing_ok=True)
+            raise
+        self.put_file(key, source)
 
     @abstractmethod
     def put_bytes(self, key: str, body: bytes) -> None: ...
@@ -253,7 +269,9 @@ class S3Store(ArtifactStore):
     """S3-compatible object storage through boto3 (multipart uploads for large files, its
     standard retry mode for connection errors, throttling and 5xx answers)."""
 
-    multipart_bytes = 64 << 20  # files above it go up in parts of this size, 4 at a time
+    # Files above it go up in parts of this size, two at a time (at most 10,000 parts: 80 GB,
+    # beyond any upload limit Keiko allows by default).
+    multipart_bytes = 8 << 20
 
     def __init__(self, url: str, scratch: Path, cache: ArtifactCache, *, attempts: int = 5) -> None:
         super().__init__(scratch)
@@ -292,6 +310,10 @@ class S3Store(ArtifactStore):
             read_timeout=60,
             # MinIO, Ceph, R2 and moto behind an IP or one host name: bucket in the path.
             s3={"addressing_style": "path" if custom else "auto"},
+            # Integrity is the sha256 recorded in SQL, checked on every read; CRC32s of
+            # every part on top (a pass over each file) only where a store demands them.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         return boto3.session.Session().client("s3", config=config)
 
@@ -320,6 +342,9 @@ class S3Store(ArtifactStore):
 
     # The interface ----------------------------------------------------------------------
 
+    def prepare(self) -> None:
+        self.client  # noqa: B018 (builds it)
+
     @contextmanager
     def writing(self, key: str, *, sidecar: bool = False) -> Iterator[Path]:
         folder = self.scratch / "staging"
@@ -336,16 +361,40 @@ class S3Store(ArtifactStore):
                 sidecar_path(path).unlink(missing_ok=True)
 
     def put_file(self, key: str, source: Path) -> None:
+        try:
+            self._upload(key, source)
+        finally:
+            source.unlink(missing_ok=True)
+
+    def _upload(self, key: str, source: Path) -> None:
         from boto3.s3.transfer import TransferConfig
 
         transfer = TransferConfig(
-            multipart_threshold=self.multipart_bytes, multipart_chunksize=self.multipart_bytes
+            multipart_threshold=self.multipart_bytes,
+            multipart_chunksize=self.multipart_bytes,
+            max_concurrency=2,
         )
-        try:
-            with self._calling(f"store {key}"):
-                self.client.upload_file(str(source), self.bucket, self._key(key), Config=transfer)
-        finally:
-            source.unlink(missing_ok=True)
+        with self._calling(f"store {key}"):
+            self.client.upload_file(str(source), self.bucket, self._key(key), Config=transfer)
+
+    @contextmanager
+    def storing(self, key: str, source: Path) -> Iterator[None]:
+        # The upload runs beside the block (describing a large upload takes as long as
+        # sending it), so an upload costs the longer of the two, not their sum.
+        with ThreadPoolExecutor(1, thread_name_prefix="keiko-store") as pool:
+            uploading = pool.submit(self._upload, key, source)
+            try:
+                yield
+            except BaseException:
+                with suppress(Exception):
+                    uploading.result()
+                    self.delete(key)
+                raise
+            finally:
+                if not uploading.done():
+                    wait([uploading])
+                source.unlink(missing_ok=True)
+            uploading.result()  # StoreUnavailable when it could not be stored
 
     def put_bytes(self, key: str, body: bytes) -> None:
         with self._calling(f"store {key}"):

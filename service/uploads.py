@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from service.errors import BadRequest, PayloadTooLarge
@@ -149,6 +150,14 @@ class _Collector:
         return fields
 
 
+WRITE_BYTES = 1 << 20
+
+
+def _finish(parser: MultipartParser, rest: bytes) -> None:
+    parser.write(rest)
+    parser.finalize()
+
+
 async def receive_upload(
     request: Request, *, max_bytes: int, folder: Path, max_files: int = 2
 ) -> Upload:
@@ -168,9 +177,16 @@ async def receive_upload(
     try:
         parser = MultipartParser(params[b"boundary"], collector.callbacks())  # type: ignore[arg-type]
         try:
+            # Parsed, hashed and written in a worker thread a megabyte at a time: a disk
+            # that throttles writes (or the final fsync of a large file) never stalls the
+            # event loop, and with it every other request.
+            pending = bytearray()
             async for chunk in request.stream():
-                parser.write(chunk)
-            parser.finalize()
+                pending += chunk
+                if len(pending) >= WRITE_BYTES:
+                    await run_in_threadpool(parser.write, bytes(pending))
+                    pending.clear()
+            await run_in_threadpool(_finish, parser, bytes(pending))
         except (BadRequest, PayloadTooLarge):
             raise
         except Exception as exc:

@@ -222,3 +222,20 @@ def test_settings_choose_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert open_store(Settings(data_dir=tmp_path, artifact_url="s3://bucket/some/prefix")) is s3
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
         Settings(data_dir=tmp_path, artifact_url="gs://bucket")
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_storing_keeps_the_file_only_when_the_block_succeeds(
+    backend: str, s3_env: S3Server, tmp_path: Path
+) -> None:
+    store = _s3_store(s3_env, tmp_path) if backend == "s3" else LocalStore(tmp_path / "artifacts")
+    good = _file(tmp_path / "in", "good.csv", b"a\n1\n")
+    with store.storing("datasets/good.csv", good):
+        assert good.read_bytes() == b"a\n1\n"  # the block reads it while it is stored
+    assert not good.exists()
+    assert store.get_bytes("datasets/good.csv") == b"a\n1\n"
+    bad = _file(tmp_path / "in", "bad.csv", b"not a table")
+    with pytest.raises(RuntimeError), store.storing("datasets/bad.csv", bad):
+        raise RuntimeError("the description refused it")
+    assert not bad.exists()
+    assert store.get_bytes("datasets/bad.csv") is None

@@ -1,0 +1,189 @@
+"""Benchmark: uploading a 1 GB CSV, on the local artifact store and on S3-compatible object
+storage (moto's S3 server on this machine), through HTTP to a real API process.
+
+For each backend: the API process's resident memory before and during the upload (its
+growth must stay under 100 MB: the upload streams to disk and is described batch by batch),
+`GET /health` answered throughout (every 100 ms; each within 50 ms), and the upload's
+throughput (bytes / seconds until the 201). Both backends run on the same PostgreSQL and
+Redis, in one script, so the S3 throughput is compared with the local one on the same
+machine in the same minutes.
+
+    .venv/bin/python bench/upload_scale.py [--gigabytes 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.stack import Stack, started_deployment
+
+COLUMNS = 21  # as the 480 MB file of the issue: 2.5 million rows, 21 columns
+
+
+def make_csv(path: Path, target_bytes: int) -> int:
+    """A CSV of about `target_bytes`: 15 float, 3 integer and 3 text columns (and the
+    float target `y`), written in chunks; returns its row count."""
+    rng = np.random.default_rng(0)
+    cities = np.array(["Kyoto", "Osaka", "Nara", "Kobe", "Otsu", "Wakayama"])
+    rows = 0
+    options = pa_csv.WriteOptions(include_header=True)
+    with pa_csv.CSVWriter(str(path), _schema(), write_options=options) as writer:
+        while path.stat().st_size < target_bytes:
+            n = 200_000
+            columns: dict[str, pa.Array] = {}
+            for i in range(14):
+                columns[f"f{i}"] = pa.array(rng.normal(size=n).round(6))
+            for i in range(3):
+                columns[f"n{i}"] = pa.array(rng.integers(0, 10_000, n))
+            for i in range(3):
+                columns[f"c{i}"] = pa.array(rng.choice(cities, n))
+            columns["y"] = pa.array(rng.normal(size=n).round(6))
+            writer.write_table(pa.table(columns, schema=_schema()))
+            rows += n
+    return rows
+
+
+def _schema() -> pa.Schema:
+    fields = [pa.field(f"f{i}", pa.float64()) for i in range(14)]
+    fields += [pa.field(f"n{i}", pa.int64()) for i in range(3)]
+    fields += [pa.field(f"c{i}", pa.string()) for i in range(3)]
+    fields.append(pa.field("y", pa.float64()))
+    assert len(fields) == COLUMNS
+    return pa.schema(fields)
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+@dataclass
+class Watch:
+    """Samples the API's memory every 50 ms and times /health every 100 ms, in threads."""
+
+    stack: Stack
+    rss: list[int] = field(default_factory=list)
+    health_ms: list[float] = field(default_factory=list)
+    failures: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Watch:
+        pid = self.stack.processes["api"].pid
+        self._threads = [
+            threading.Thread(target=self._memory, args=(pid,), daemon=True),
+            threading.Thread(target=self._health, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _memory(self, pid: int) -> None:
+        while not self._stop.is_set():
+            self.rss.append(rss_bytes(pid))
+            time.sleep(0.05)
+
+    def _health(self) -> None:
+        with httpx.Client(base_url=self.stack.base_url, timeout=10) as client:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                answered = client.get("/health")
+                self.health_ms.append((time.perf_counter() - started) * 1000)
+                self.failures += answered.status_code != 200
+                time.sleep(0.1)
+
+
+def run(backend: str, csv: Path, folder: Path) -> dict[str, float]:
+    kind = "object_store" if backend == "s3" else "postgres_redis"
+    size = csv.stat().st_size
+    with started_deployment(kind, folder, KEIKO_MAX_UPLOAD_BYTES=str(4 << 30)) as stack:
+        time.sleep(2)  # the API settles (its start-up heap freeze, first requests)
+        stack.http().get("/health")
+        before = rss_bytes(stack.processes["api"].pid)
+        with Watch(stack) as watch, csv.open("rb") as body:
+            started = time.perf_counter()
+            answer = httpx.post(
+                f"{stack.base_url}/datasets",
+                files={"file": (csv.name, body, "text/csv")},
+                headers=stack.http().headers,
+                timeout=3600,
+            )
+            seconds = time.perf_counter() - started
+        assert answer.status_code == 201, answer.text
+        described = answer.json()
+        return {
+            "seconds": seconds,
+            "mb_per_s": size / seconds / 1e6,
+            "rss_before_mb": before / 1e6,
+            "rss_growth_mb": (max(watch.rss) - before) / 1e6,
+            "health_max_ms": max(watch.health_ms),
+            "health_p50_ms": statistics.median(watch.health_ms),
+            "health_calls": len(watch.health_ms),
+            "health_failures": watch.failures,
+            "rows": described["num_rows"],
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--gigabytes", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("KEIKO_BENCH_TMP")) as tmp:
+        csv = Path(tmp) / "big.csv"
+        started = time.perf_counter()
+        rows = make_csv(csv, int(args.gigabytes * 1e9))
+        size = csv.stat().st_size
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor()}")
+        print(f"CSV: {size / 1e9:.2f} GB, {rows:,} rows x {COLUMNS} columns "
+              f"(written in {time.perf_counter() - started:.0f} s)")  # fmt: skip
+        # In rounds, the two in turn, so that a slower minute of this shared machine (its
+        # disk flushing the last gigabyte) falls on both alike.
+        results: dict[str, list[dict[str, float]]] = {"local": [], "s3": []}
+        for round_ in range(args.rounds):
+            for backend in results:
+                found = run(backend, csv, Path(tmp) / f"{backend}-{round_}")
+                assert found["rows"] == rows
+                results[backend].append(found)
+        print("\nbackend   seconds   MB/s   API RSS before   growth   /health p50   max   calls")
+        for backend, runs in results.items():
+            for r in runs:
+                print(f"  {backend:<6} {r['seconds']:8.1f} {r['mb_per_s']:6.1f} "
+                      f"{r['rss_before_mb']:12.0f} MB {r['rss_growth_mb']:7.1f} MB "
+                      f"{r['health_p50_ms']:8.1f} ms {r['health_max_ms']:6.1f} ms "
+                      f"{r['health_calls']:5d}" + (f" ({r['health_failures']} failed)"
+                                                    if r["health_failures"] else ""))  # fmt: skip
+        ratios = [
+            s3["mb_per_s"] / local["mb_per_s"]
+            for local, s3 in zip(results["local"], results["s3"], strict=True)
+        ]
+        medians = {b: statistics.median(r["mb_per_s"] for r in runs) for b, runs in results.items()}
+        print(f"\nS3 / local throughput by round: {', '.join(f'{r:.2f}' for r in ratios)}; "
+              f"of the medians: {medians['s3'] / medians['local']:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
