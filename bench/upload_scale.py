@@ -151,6 +151,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gigabytes", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--backends", nargs="+", choices=["local", "s3"], default=["local", "s3"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=os.environ.get("KEIKO_BENCH_TMP")) as tmp:
         csv = Path(tmp) / "big.csv"
@@ -162,7 +163,7 @@ def main() -> None:
               f"(written in {time.perf_counter() - started:.0f} s)")  # fmt: skip
         # In rounds, the two in turn, so that a slower minute of this shared machine (its
         # disk flushing the last gigabyte) falls on both alike.
-        results: dict[str, list[dict[str, float]]] = {"local": [], "s3": []}
+        results: dict[str, list[dict[str, float]]] = {b: [] for b in args.backends}
         for round_ in range(args.rounds):
             for backend in results:
                 found = run(backend, csv, Path(tmp) / f"{backend}-{round_}")
@@ -176,6 +177,8 @@ def main() -> None:
                       f"{r['health_p50_ms']:8.1f} ms {r['health_max_ms']:6.1f} ms "
                       f"{r['health_calls']:5d}" + (f" ({r['health_failures']} failed)"
                                                     if r["health_failures"] else ""))  # fmt: skip
+        if set(results) != {"local", "s3"}:
+            return
         ratios = [
             s3["mb_per_s"] / local["mb_per_s"]
             for local, s3 in zip(results["local"], results["s3"], strict=True)

@@ -118,10 +118,14 @@ def s3_server() -> Iterator[S3Server]:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     endpoint = f"http://127.0.0.1:{port}"
+    # Objects stay in the server's memory, not in temporary files on this machine's disk: a
+    # real store keeps them on its own machines' disks, not on the API's.
+    env = {**os.environ, "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(8 << 30)}
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     try:
         deadline = time.monotonic() + 30
