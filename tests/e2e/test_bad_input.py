@@ -80,6 +80,7 @@ def test_integer_beyond_64_bits_in_a_csv(stack: Stack) -> None:
         "dtype": "float",
         "missing": 0,
         "unique": 3,
+        "unique_exact": True,
     }
 
 
