@@ -143,6 +143,62 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+# Inference first: the router matches a request against its routes in order, and this is
+# the one called thousands of times a second.
+@router.post(
+    "/models/{model_id}/infer",
+    response_model=InferResponse,
+    summary="OIP: inference",
+    openapi_extra=INFER_BODY,
+    responses=ERRORS,
+)
+@router.post(
+    "/models/{model_id}/versions/{version}/infer",
+    response_model=InferResponse,
+    summary="OIP: inference (a version)",
+    openapi_extra=INFER_BODY,
+    responses=ERRORS,
+)
+async def infer(
+    model_id: str, request: Request, credentials: KeyDep, version: str | None = None
+) -> Response:
+    """Tensors in, tensors out, through the model's stored preprocessing and network (the
+    same answers as `POST /predict`); JSON, or Triton's binary-data extension."""
+    body = await request.body()
+    header = request.headers.get(oip.HEADER_LENGTH)
+    settings = get_settings()
+    try:
+        caller, model = await admit(credentials, model_id, settings)
+        await get_rate_limiter().hit_async("POST /predict", settings.rate_limit_predict, caller)
+        if version is not None and version != VERSION:
+            raise NotFound(f"model {model_id!r} has no version {version!r}; its only one is 1")
+        served = await serve(model, model_id, settings)
+        assert model is not None  # serve answered 404 otherwise
+        inputs, outputs = oip.model_tensors(model.task, model.input_schema, model.output)
+        parsed = oip.parse_infer(body, header)
+        rows = oip.predict_inputs(parsed.tensors, inputs, settings.max_predict_rows)
+        encoder = getattr(served.predictor, "encoder", None)
+        if isinstance(rows, np.ndarray) and not getattr(encoder, "takes_arrays", False):
+            rows = rows.tolist()  # sequences: their encoders read nested lists
+        result = await served.predict(model.id, rows)
+        content, head = oip.infer_answer(
+            model.id, parsed, oip.output_arrays(result, outputs), outputs
+        )
+    except KeikoError as exc:
+        return error(exc.status_code, exc.message)
+    except oip.TooManyRows as exc:
+        return error(413, str(exc))
+    except (oip.ProtocolError, InputError) as exc:
+        return error(400, str(exc))
+    if head is None:
+        return Response(content, media_type="application/json")
+    return Response(
+        content,
+        media_type="application/octet-stream",
+        headers={oip.HEADER_LENGTH: str(head)},
+    )
+
+
 @router.get("/health/live", response_model=Live, summary="OIP: server live")
 async def live() -> Live:
     """200 while the API process is up (`tritonclient`'s `is_server_live`)."""
@@ -237,57 +293,3 @@ def model_ready(
     except KeikoError as exc:
         return error(exc.status_code, exc.message)
     return ModelReady(name=model.id, ready=True)
-
-
-@router.post(
-    "/models/{model_id}/infer",
-    response_model=InferResponse,
-    summary="OIP: inference",
-    openapi_extra=INFER_BODY,
-    responses=ERRORS,
-)
-@router.post(
-    "/models/{model_id}/versions/{version}/infer",
-    response_model=InferResponse,
-    summary="OIP: inference (a version)",
-    openapi_extra=INFER_BODY,
-    responses=ERRORS,
-)
-async def infer(
-    model_id: str, request: Request, credentials: KeyDep, version: str | None = None
-) -> Response:
-    """Tensors in, tensors out, through the model's stored preprocessing and network (the
-    same answers as `POST /predict`); JSON, or Triton's binary-data extension."""
-    body = await request.body()
-    header = request.headers.get(oip.HEADER_LENGTH)
-    settings = get_settings()
-    try:
-        caller, model = await admit(credentials, model_id, settings)
-        await get_rate_limiter().hit_async("POST /predict", settings.rate_limit_predict, caller)
-        if version is not None and version != VERSION:
-            raise NotFound(f"model {model_id!r} has no version {version!r}; its only one is 1")
-        served = await serve(model, model_id, settings)
-        assert model is not None  # serve answered 404 otherwise
-        inputs, outputs = oip.model_tensors(model.task, model.input_schema, model.output)
-        parsed = oip.parse_infer(body, header)
-        rows = oip.predict_inputs(parsed.tensors, inputs, settings.max_predict_rows)
-        encoder = getattr(served.predictor, "encoder", None)
-        if isinstance(rows, np.ndarray) and not getattr(encoder, "takes_arrays", False):
-            rows = rows.tolist()  # sequences: their encoders read nested lists
-        result = await served.predict(model.id, rows)
-        content, head = oip.infer_answer(
-            model.id, parsed, oip.output_arrays(result, outputs), outputs
-        )
-    except KeikoError as exc:
-        return error(exc.status_code, exc.message)
-    except oip.TooManyRows as exc:
-        return error(413, str(exc))
-    except (oip.ProtocolError, InputError) as exc:
-        return error(400, str(exc))
-    if head is None:
-        return Response(content, media_type="application/json")
-    return Response(
-        content,
-        media_type="application/octet-stream",
-        headers={oip.HEADER_LENGTH: str(head)},
-    )
