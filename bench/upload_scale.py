@@ -14,6 +14,7 @@ machine in the same minutes.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import statistics
@@ -23,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -76,9 +78,26 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def probe_health(base_url: str, ready: Any, stop: Any, out: Any) -> None:
+    """In its own process, so that the bench's own upload (Python streaming a gigabyte)
+    never delays a probe: only the API's answer is timed."""
+    times: list[float] = []
+    failures = 0
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            answered = client.get("/health")
+            times.append((time.perf_counter() - started) * 1000)
+            failures += answered.status_code != 200
+            ready.set()
+            time.sleep(0.1)
+    out.put((times, failures))
+
+
 @dataclass
 class Watch:
-    """Samples the API's memory every 50 ms and times /health every 100 ms, in threads."""
+    """Samples the API's memory every 50 ms (a thread) and times /health every 100 ms (a
+    process of its own)."""
 
     stack: Stack
     rss: list[int] = field(default_factory=list)
@@ -88,32 +107,29 @@ class Watch:
 
     def __enter__(self) -> Watch:
         pid = self.stack.processes["api"].pid
-        self._threads = [
-            threading.Thread(target=self._memory, args=(pid,), daemon=True),
-            threading.Thread(target=self._health, daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._thread = threading.Thread(target=self._memory, args=(pid,), daemon=True)
+        self._thread.start()
+        context = multiprocessing.get_context("spawn")
+        ready, self._probe_stop, self._out = context.Event(), context.Event(), context.Queue()
+        self._probe = context.Process(
+            target=probe_health, args=(self.stack.base_url, ready, self._probe_stop, self._out)
+        )
+        self._probe.start()
+        if not ready.wait(60):
+            raise RuntimeError("the /health probe did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join()
+        self._probe_stop.set()
+        self.health_ms, self.failures = self._out.get(timeout=60)
+        self._probe.join()
+        self._thread.join()
 
     def _memory(self, pid: int) -> None:
         while not self._stop.is_set():
             self.rss.append(rss_bytes(pid))
             time.sleep(0.05)
-
-    def _health(self) -> None:
-        with httpx.Client(base_url=self.stack.base_url, timeout=10) as client:
-            while not self._stop.is_set():
-                started = time.perf_counter()
-                answered = client.get("/health")
-                self.health_ms.append((time.perf_counter() - started) * 1000)
-                self.failures += answered.status_code != 200
-                time.sleep(0.1)
 
 
 def run(backend: str, csv: Path, folder: Path) -> dict[str, float]:
