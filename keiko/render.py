@@ -69,7 +69,9 @@ def dataset_tables(d: DatasetRead) -> list[Table]:
         for name in ("name", "dtype", "missing", "unique"):
             columns.add_column(name)
         for c in d.columns:
-            columns.add_row(c.name, c.dtype, str(c.missing), str(c.unique))
+            # Past 100,000 distinct values the count is an estimate: shown as one.
+            unique = str(c.unique) if c.unique_exact else f"≈ {c.unique}"
+            columns.add_row(c.name, c.dtype, str(c.missing), unique)
         tables.append(columns)
     return tables
 

@@ -167,3 +167,15 @@ def test_datasets_pages_show_columns_class_counts_and_samples(
         "() => document.querySelector('[data-testid=dataset-classes]').data[0].y"
     )
     assert counts == [8, 8, 8]
+
+
+def test_an_estimated_distinct_count_is_shown_as_one(page: Any, stack: Stack) -> None:
+    ids = "".join(f"u{i},{i % 2}\n" for i in range(100_050))  # past 100,000 distinct values
+    response = upload(stack.http(), f"user,y\n{ids}".encode(), "users.csv")
+    assert response.status_code == 201, response.text
+    user, y = response.json()["columns"]
+    assert user["unique_exact"] is False and y["unique_exact"] is True
+    page.goto(f"/#/datasets/{response.json()['id']}")
+    cells = page.locator("[data-testid=dataset-columns] tbody tr td:nth-child(4)")
+    cells.first.wait_for()
+    assert cells.all_inner_texts() == [f"≈ {user['unique']}", "2"]

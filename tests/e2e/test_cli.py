@@ -161,6 +161,20 @@ def test_an_image_model_predicts_from_png_files(embedded_stack: Stack, tmp_path:
     assert table.returncode == 0 and "digit-3.png" in table.stdout
 
 
+def test_an_estimated_distinct_count_is_shown_as_one(embedded_stack: Stack, tmp_path: Path) -> None:
+    env = cli_env(embedded_stack, tmp_path / "config", COLUMNS="200")
+    ids = "".join(f"u{i},{i % 2}\n" for i in range(100_050))  # past 100,000 distinct values
+    (tmp_path / "users.csv").write_text(f"user,y\n{ids}")
+    dataset = keiko_json(env, "datasets", "upload", str(tmp_path / "users.csv"))
+    user = dataset["columns"][0]
+    assert user["unique_exact"] is False
+    shown = run_keiko(env, "datasets", "show", dataset["id"])
+    assert shown.returncode == 0, shown.stderr
+    rows = [line.split("│") for line in shown.stdout.splitlines() if "│" in line]
+    cells = {row[1].strip(): row[4].strip() for row in rows if len(row) > 4}
+    assert cells["user"] == f"≈ {user['unique']}" and cells["y"] == "2"
+
+
 def test_exit_codes_say_how_a_followed_job_ended(embedded_stack: Stack, tmp_path: Path) -> None:
     stack = embedded_stack
     env = cli_env(stack, tmp_path / "config")

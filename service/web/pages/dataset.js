@@ -61,7 +61,9 @@ export async function render(root, { id }, { api, signal }) {
   if (dataset.columns) {
     root.append(el("h2", {}, t("dataset.columns")), table(
       [t("dataset.column"), t("dataset.dtype"), t("dataset.missing"), t("dataset.unique")],
-      dataset.columns.map((c) => [el("span", { class: "mono" }, c.name), c.dtype, String(c.missing), String(c.unique)]),
+      // Past 100,000 distinct values the count is an estimate: shown as one.
+      dataset.columns.map((c) => [el("span", { class: "mono" }, c.name), c.dtype, String(c.missing),
+        c.unique_exact === false ? `≈ ${c.unique}` : String(c.unique)]),
       { "data-testid": "dataset-columns" }));
   } else if (dataset.shape) {
     const shape = Object.entries(dataset.shape).filter(([k]) => k !== "class_counts");
