@@ -419,18 +419,8 @@ def _csv_pass(path: Path, types: dict[str, pa.DataType], block: int) -> Iterator
 
 
 def _parquet_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    _refuse_empty(path)
+    parquet, columns = _open_parquet(path)
     try:
-        parquet = pq.ParquetFile(path)
-        schema = parquet.schema_arrow
-        _check_column_names(schema.names)
-        for field_ in schema:
-            if pa.types.is_nested(field_.type):
-                raise DataError(_nested_message(field_.name, field_.type))
-        _check_table_size(parquet.metadata.num_rows, len(schema.names))
-        index_columns = (schema.pandas_metadata or {}).get("index_columns", [])
-        stored = {name for name in index_columns if isinstance(name, str)}
-        columns = [name for name in schema.names if name not in stored]
         yield from parquet.iter_batches(batch_size=65_536, columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"not a valid Parquet file: {exc}") from None
@@ -591,27 +581,30 @@ def _csv_error_message(arrow_message: str) -> str:
 
 
 def _read_parquet(path: Path) -> pa.Table:
+    parquet, columns = _open_parquet(path)
+    try:
+        return parquet.read(columns=columns).replace_schema_metadata(None)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"not a valid Parquet file: {exc}") from None
+
+
+def _open_parquet(path: Path) -> tuple[pq.ParquetFile, list[str]]:
+    """The file, checked on its schema before any data is read, and its data columns: a
+    DataFrame saved with its index has it as an extra column, which is not data."""
     _refuse_empty(path)
     try:
         parquet = pq.ParquetFile(path)
         schema = parquet.schema_arrow
-        # Checked on the schema, before the data is read.
         _check_column_names(schema.names)
-        for field in schema:
-            if pa.types.is_nested(field.type):
-                raise DataError(_nested_message(field.name, field.type))
+        for field_ in schema:
+            if pa.types.is_nested(field_.type):
+                raise DataError(_nested_message(field_.name, field_.type))
         _check_table_size(parquet.metadata.num_rows, len(schema.names))
-        table = parquet.read()
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"not a valid Parquet file: {exc}") from None
-    return _drop_pandas_index(table)
-
-
-def _drop_pandas_index(table: pa.Table) -> pa.Table:
-    """A DataFrame saved with its index has it as an extra column; it is not data."""
-    index_columns = (table.schema.pandas_metadata or {}).get("index_columns", [])
-    stored = [name for name in index_columns if isinstance(name, str)]
-    return table.drop_columns(stored).replace_schema_metadata(None)
+    index_columns = (schema.pandas_metadata or {}).get("index_columns", [])
+    stored = {name for name in index_columns if isinstance(name, str)}
+    return parquet, [name for name in schema.names if name not in stored]
 
 
 # NPZ ------------------------------------------------------------------------------------

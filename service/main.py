@@ -17,7 +17,7 @@ from models.metrics import json_safe
 from service.auth import warn_if_open
 from service.bodylimit import BodyLimit
 from service.dispatch import sweep_forever
-from service.errors import KeikoError
+from service.errors import KeikoError, ServiceUnavailable
 from service.events import EventHub
 from service.metrics import RequestMetrics
 from service.ratelimit import get_rate_limiter
@@ -37,7 +37,7 @@ from service.routes import (
 )
 from service.routes import metrics as scrape
 from service.settings import get_settings
-from service.storage import open_store
+from service.storage import StoreUnavailable, open_store
 from service.studies import sweep_studies
 
 log = logging.getLogger("keiko")
@@ -90,6 +90,12 @@ def create_app() -> FastAPI:
         # The Open Inference Protocol's clients read {"error": ...} (a missing key too).
         key = "error" if request.url.path.startswith("/v2/") else "detail"
         return JSONResponse({key: exc.message}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        # Nothing was stored or read: the same call may succeed once the store is back.
+        retry = ServiceUnavailable(str(exc), headers={"Retry-After": "30"})
+        return await _keiko_error(request, retry)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

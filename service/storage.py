@@ -391,8 +391,7 @@ class S3Store(ArtifactStore):
                     self.delete(key)
                 raise
             finally:
-                if not uploading.done():
-                    wait([uploading])
+                wait([uploading])  # the file is read until the upload ends
                 source.unlink(missing_ok=True)
             uploading.result()  # StoreUnavailable when it could not be stored
 
@@ -438,11 +437,15 @@ class S3Store(ArtifactStore):
                 )
 
 
-def delete_quietly(store: ArtifactStore, key: str) -> None:
-    """Delete `key` once its row is gone; a store that cannot be reached leaves an orphan
-    object (logged), never an error for a caller whose row is already deleted."""
+def delete_quietly(store: ArtifactStore, key: str, *, sidecar: bool = False) -> None:
+    """Delete `key` (and its sidecar) once its row is gone; a store that cannot be reached
+    leaves an orphan object (logged), never an error for a caller whose row is already
+    deleted."""
     try:
-        store.delete(key)
+        if sidecar:
+            store.delete_with_sidecar(key)
+        else:
+            store.delete(key)
     except StoreUnavailable as exc:
         log.warning("left %s in the artifact store: %s", key, exc)
 

@@ -24,7 +24,7 @@ from models.metrics import json_safe
 from models.policy import Retention
 from service import repository
 from service.db import session_scope
-from service.storage import ArtifactStore, StoreUnavailable, job_key
+from service.storage import ArtifactStore, delete_quietly, job_key
 from service.studies import TrialPruner
 
 log = logging.getLogger(__name__)
@@ -199,13 +199,10 @@ class JobReporter:
                     removed=doomed,
                 )
         except LeaseLost:
-            self.store.delete_with_sidecar(relative)
+            delete_quietly(self.store, relative, sidecar=True)
             raise
-        for doomed_path in doomed_paths:
-            try:
-                self.store.delete_with_sidecar(doomed_path)
-            except StoreUnavailable as exc:  # its row is gone: an orphan, not a failure
-                log.warning("job %s: %s left in the store: %s", self.job_id, doomed_path, exc)
+        for doomed_path in doomed_paths:  # their rows are gone: a leftover is an orphan
+            delete_quietly(self.store, doomed_path, sidecar=True)
 
     def resume(self) -> Checkpoint | None:
         """The latest checkpoint of an earlier attempt that passes its sha256 check (a file

@@ -23,8 +23,8 @@ from models.gallery import (
 from service import repository
 from service.auth import CallerDep
 from service.deps import SessionDep, StoreDep
-from service.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable, responses
-from service.storage import StoreUnavailable, job_key
+from service.errors import Conflict, NotFound, Unprocessable, responses
+from service.storage import job_key
 
 router = APIRouter(responses=responses(401, 403, 404))
 
@@ -85,13 +85,10 @@ def get_mistakes(
     job = repository.get_job(session, job_id=job_id, owner_id=caller.user_id)
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")
-    try:
-        found = parse_mistakes(
-            store.get_bytes(job_key(job.id, MISTAKES_FILE)),
-            store.get_bytes(job_key(job.id, f"{MISTAKES_FILE}.sha256")),
-        )
-    except StoreUnavailable as exc:
-        raise ServiceUnavailable(str(exc)) from exc
+    found = parse_mistakes(
+        store.get_bytes(job_key(job.id, MISTAKES_FILE)),
+        store.get_bytes(job_key(job.id, f"{MISTAKES_FILE}.sha256")),
+    )
     if found is None:
         return Mistakes(split=None, items=[])
     return Mistakes.model_validate({**found, "items": found["items"][:limit]})
@@ -120,8 +117,6 @@ def get_samples(
         raise NotFound(f"no dataset with id {dataset_id!r}")
     try:
         path = store.local(dataset.path, dataset.stored_sha256)
-    except StoreUnavailable as exc:
-        raise ServiceUnavailable(str(exc)) from exc
     except CorruptCheckpointError as exc:
         raise Conflict(f"dataset {dataset.id!r} cannot be read: {exc}") from exc
     try:

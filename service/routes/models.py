@@ -18,12 +18,12 @@ from models.registry import get_kind
 from service import repository
 from service.auth import Caller, CallerDep
 from service.deps import SessionDep, SettingsDep, StoreDep
-from service.errors import NotFound, ServiceUnavailable, Unprocessable, responses
+from service.errors import NotFound, Unprocessable, responses
 from service.inference import load_predictor, settings_cache, unloadable
 from service.ratelimit import get_rate_limiter
 from service.revocations import get_revocations
 from service.schemas import ModelRead, Page, RolloutRequest, RolloutResponse
-from service.storage import ArtifactStore, StoreUnavailable, delete_quietly
+from service.storage import ArtifactStore, delete_quietly
 from service.tables import Model
 
 router = APIRouter(prefix="/models", tags=["models"], responses=responses(401, 403))
@@ -127,8 +127,6 @@ def _onnx_file(
         )
     except (CorruptCheckpointError, FileNotFoundError) as exc:
         raise unloadable(model.id, exc) from exc
-    except StoreUnavailable as exc:
-        raise ServiceUnavailable(f"model {model.id!r} cannot be read now: {exc}") from exc
     except ExportError as exc:
         raise Unprocessable(f"model {model.id!r} ({model.kind}): {exc}") from exc
     kind = re.sub(r"[^A-Za-z0-9_-]", "_", model.kind)

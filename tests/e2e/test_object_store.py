@@ -180,4 +180,9 @@ def test_the_store_going_away(s3_stack: Stack, tmp_path: Path) -> None:
     assert "send the upload again" in refused.json()["detail"]
     assert refused.headers["Retry-After"] == "30"
     assert stack.http().get("/datasets").json()["total"] == before
+    # A read the API cannot make (this dataset is not in its cache) is a 503 too.
+    unread = stack.http().get(f"/datasets/{job['spec']['dataset_id']}/samples")
+    assert unread.status_code == 503, unread.text
+    assert unread.headers["Retry-After"] == "30"
+    assert "could not read" in unread.json()["detail"]
     assert not list((tmp_path / "api" / "scratch" / "incoming").iterdir())
