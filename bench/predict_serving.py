@@ -11,8 +11,8 @@ and owned, the rate limit counted, the stored preprocessing applied. The bare en
 what a user writes in ten lines: the same weights and the same input encoding (scaling and
 standardising with the stored statistics) in memory, a `def` route taking the same JSON
 body (one raw 28x28 image), the forward pass and a softmax. Each request carries one
-image. Sequential: p50/p99 of `--requests` calls from one client, in 5 rounds taking each
-endpoint in turn. Concurrent: `--clients`
+image. Sequential: p50/p99 of `--requests` calls to each endpoint from one client, taking
+the three in turn call by call. Concurrent: `--clients`
 clients (asyncio and aiohttp, one process: httpx's own cost per call hid the servers'
 at 32 clients) for `--seconds` seconds each: requests per second and p50/p99.
 """
@@ -40,8 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.e2e.helpers import job_spec, upload
 from tests.stack import SHIPPED_TIMINGS, free_port, started_deployment
-
-ROUNDS = 5  # sequential calls are taken in this many rounds
 
 CNN = [
     {"type": "conv", "out_channels": 16, "kernel_size": 3, "padding": 1},
@@ -88,20 +86,27 @@ def bare_server(port: int, bundle: str, ready: Any) -> None:
 
 
 async def sequential(
-    url: str, body: dict[str, Any], headers: dict[str, str], n: int
-) -> list[float]:
+    targets: list[tuple[str, dict[str, Any]]], headers: dict[str, str], n: int
+) -> list[list[float]]:
+    """`n` calls to each of `targets` from one client, the targets taken in turn call by
+    call: a slower moment of this shared machine falls on all of them alike."""
     async with aiohttp.ClientSession(headers=headers) as client:
-        for _ in range(20):  # warm up
-            async with client.post(url, json=body) as response:
-                assert response.status == 200, (url, (await response.text())[:300])
-                await response.read()
-        times = []
-        for _ in range(n):
+
+        async def call(url: str, body: dict[str, Any]) -> float:
             started = time.perf_counter()
             async with client.post(url, json=body) as response:
                 await response.read()
-            times.append(time.perf_counter() - started)
-            assert response.status == 200
+            elapsed = time.perf_counter() - started
+            assert response.status == 200, (url, (await response.text())[:300])
+            return elapsed
+
+        for _ in range(20):  # warm up
+            for url, body in targets:
+                await call(url, body)
+        times: list[list[float]] = [[] for _ in targets]
+        for _ in range(n):
+            for samples, (url, body) in zip(times, targets, strict=True):
+                samples.append(await call(url, body))
     return times
 
 
@@ -180,18 +185,15 @@ def main() -> None:
         try:
             print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.kind} "
                   f"({record['kind']}), one 28x28 image per request")  # fmt: skip
-            # In rounds, the three in turn, so that a slower minute of this shared machine
-            # falls on all of them alike.
-            targets = (
-                ("bare FastAPI", plain, body),
-                ("Keiko /predict", keiko, body),
-                ("Keiko OIP infer", infer, infer_body),
-            )
-            samples: dict[str, list[float]] = {name: [] for name, _, _ in targets}
-            for _ in range(ROUNDS):
-                for name, url, payload in targets:
-                    times = asyncio.run(sequential(url, payload, headers, args.requests // ROUNDS))
-                    samples[name] += times
+            # Call by call, the three in turn, so that a slower moment of this shared
+            # machine falls on all of them alike.
+            targets = {
+                "bare FastAPI": (plain, body),
+                "Keiko /predict": (keiko, body),
+                "Keiko OIP infer": (infer, infer_body),
+            }
+            times = asyncio.run(sequential(list(targets.values()), headers, args.requests))
+            samples = dict(zip(targets, times, strict=True))
             rows = [
                 (name, statistics.median(times) * 1000, pct(times, 99))
                 for name, times in samples.items()
