@@ -89,7 +89,8 @@ async def sequential(
     targets: list[tuple[str, dict[str, Any]]], headers: dict[str, str], n: int
 ) -> list[list[float]]:
     """`n` calls to each of `targets` from one client, the targets taken in turn call by
-    call: a slower moment of this shared machine falls on all of them alike."""
+    call (a slower moment of this shared machine falls on all of them alike), their order
+    rotated every round (none always follows the same one)."""
     async with aiohttp.ClientSession(headers=headers) as client:
 
         async def call(url: str, body: dict[str, Any]) -> float:
@@ -104,9 +105,10 @@ async def sequential(
             for url, body in targets:
                 await call(url, body)
         times: list[list[float]] = [[] for _ in targets]
-        for _ in range(n):
-            for samples, (url, body) in zip(times, targets, strict=True):
-                samples.append(await call(url, body))
+        for round_ in range(n):
+            for i in range(len(targets)):
+                which = (round_ + i) % len(targets)
+                times[which].append(await call(*targets[which]))
     return times
 
 
