@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ MAX_CELLS = 2_000_000_000  # rows x columns of a table, elements of an array
 # Arrow needs every CSV row (the header included) to fit in one block; 1 MiB, its default,
 # is too small for wide files.
 CSV_BLOCK_BYTES = 16 << 20
+NPZ_BLOCK_BYTES = 4 << 20  # an uploaded NPZ's x is read in blocks of this size
 STREAM_BLOCK_BYTES = 256 << 10  # an upload is read in blocks of this size, or larger
 STATS_GROUP_BYTES = 1 << 20  # and counted in groups of blocks this large
 _SCAN_BYTES = 1 << 20
@@ -113,24 +114,33 @@ def class_counts(
 def inspect_dataset(path: Path, fmt: str) -> DatasetInfo:
     """Parse the whole file, refuse what training could not use, and describe it."""
     if fmt == "npz":
-        x, y = read_arrays(path)
-        shape = {
-            "x": list(x.shape),
-            "y": list(y.shape),
-            "x_dtype": str(x.dtype),
-            "y_dtype": str(y.dtype),
-            # Recorded, not refused: a job imputes NaN features, and refuses infinite ones
-            # or a NaN target with a message about that job.
-            "x_nonfinite": _count_nonfinite(x),
-            "y_nonfinite": _count_nonfinite(y),
-        }
-        # What a classification or image job will see: set only where it can apply.
-        if y.ndim == 1 and y.dtype.kind in "biuU":
-            shape["num_classes"], shape["class_counts"] = class_counts(y)
-        if x.ndim in (3, 4):
-            shape.update(image_geometry(x.shape) or {})
-        return DatasetInfo(format=fmt, num_rows=int(x.shape[0]), columns=None, shape=shape)
+        return _describe_npz(path)
     return _describe_table(path, fmt)
+
+
+def _describe_npz(path: Path) -> DatasetInfo:
+    """`x` read in blocks of NPZ_BLOCK_BYTES (its shape, dtype and non-finite values are
+    all a description needs), `y` whole (one label or a few values a row)."""
+    with _open_npz(path) as archive:
+        y = _load_member(archive, "y")
+        x_shape, x_dtype, x_nonfinite = _scan_member(archive, "x")
+    _check_shapes(x_shape, x_dtype, y.shape, y.dtype)
+    shape = {
+        "x": list(x_shape),
+        "y": list(y.shape),
+        "x_dtype": str(x_dtype),
+        "y_dtype": str(y.dtype),
+        # Recorded, not refused: a job imputes NaN features, and refuses infinite ones
+        # or a NaN target with a message about that job.
+        "x_nonfinite": x_nonfinite,
+        "y_nonfinite": _count_nonfinite(y),
+    }
+    # What a classification or image job will see: set only where it can apply.
+    if y.ndim == 1 and y.dtype.kind in "biuU":
+        shape["num_classes"], shape["class_counts"] = class_counts(y)
+    if len(x_shape) in (3, 4):
+        shape.update(image_geometry(x_shape) or {})
+    return DatasetInfo(format="npz", num_rows=int(x_shape[0]), columns=None, shape=shape)
 
 
 def read_table(path: Path, fmt: str) -> pd.DataFrame:
@@ -145,6 +155,15 @@ def read_table(path: Path, fmt: str) -> pd.DataFrame:
 
 def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Arrays `x` (N, ...) and `y` (N, ...) of an NPZ file, checked; nothing is unpickled."""
+    with _open_npz(path) as archive:
+        x = _load_member(archive, "x")
+        y = _load_member(archive, "y")
+    _check_arrays(x, y)
+    return x, y
+
+
+def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
+    """The NPZ file at `path`, holding members x and y (not read yet)."""
     _refuse_empty(path)
     with path.open("rb") as file:
         magic = file.read(len(_NPY_MAGIC))
@@ -160,14 +179,11 @@ def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"not a valid NPZ file: {exc}") from None
-    with archive:
-        if "x" not in archive.files or "y" not in archive.files:
-            found = ", ".join(archive.files) or "none"
-            raise DataError(f"NPZ must contain arrays 'x' and 'y' (found: {found})")
-        x = _load_member(archive, "x")
-        y = _load_member(archive, "y")
-    _check_arrays(x, y)
-    return x, y
+    if "x" not in archive.files or "y" not in archive.files:
+        found = ", ".join(archive.files) or "none"
+        archive.close()
+        raise DataError(f"NPZ must contain arrays 'x' and 'y' (found: {found})")
+    return archive
 
 
 # Tables ---------------------------------------------------------------------------------
@@ -610,17 +626,55 @@ def _open_parquet(path: Path) -> tuple[pq.ParquetFile, list[str]]:
 # NPZ ------------------------------------------------------------------------------------
 
 
+def _npy_header(member: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """The shape and dtype in a .npy header, the stream left at the array's first byte."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    return tuple(shape), dtype
+
+
+def _scan_member(archive: np.lib.npyio.NpzFile, name: str) -> tuple[tuple[int, ...], Any, int]:
+    """The shape, dtype and number of non-finite values of the array `name`, read a block at
+    a time; refused as loading it would be (objects, a size too large, damaged data)."""
+    _check_member_size(archive, name)
+    if archive.zip is not None:
+        try:
+            return _scan_npy(archive.zip, f"{name}.npy")
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):
+            pass  # not a plain .npy member, or a damaged one: loading it says which
+    array = _load_member(archive, name)
+    return array.shape, array.dtype, _count_nonfinite(array)
+
+
+def _scan_npy(archive: zipfile.ZipFile, member_name: str) -> tuple[tuple[int, ...], Any, int]:
+    with archive.open(member_name) as member:
+        shape, dtype = _npy_header(member)
+        if dtype.hasobject:
+            raise ValueError("an array of Python objects")
+        left = math.prod(shape) * dtype.itemsize
+        block = max(1, NPZ_BLOCK_BYTES // dtype.itemsize) * dtype.itemsize
+        nonfinite = 0
+        while left:
+            data = member.read(min(block, left))
+            if not data:
+                raise EOFError(f"the data ends {left} bytes early")
+            left -= len(data)
+            if dtype.kind == "f":  # in C or Fortran order alike: the count is the same
+                nonfinite += _count_nonfinite(np.frombuffer(data, dtype))
+        member.read(1)  # to the member's end, where zipfile checks its CRC
+    return shape, dtype, nonfinite
+
+
 def _check_member_size(archive: np.lib.npyio.NpzFile, name: str) -> None:
     """Read the array's .npy header only, and refuse a shape too large to decode."""
     if archive.zip is None:
         return
     try:
         with archive.zip.open(f"{name}.npy") as member:
-            version = np.lib.format.read_magic(member)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-            else:
-                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+            shape, dtype = _npy_header(member)
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):
         return  # not a plain .npy member: loading it will say what is wrong
     elements = math.prod(shape)
@@ -648,20 +702,26 @@ def _load_member(archive: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
 
 
 def _check_arrays(x: np.ndarray, y: np.ndarray) -> None:
-    if x.ndim == 0 or y.ndim == 0:
+    _check_shapes(x.shape, x.dtype, y.shape, y.dtype)
+
+
+def _check_shapes(
+    x_shape: tuple[int, ...], x_dtype: Any, y_shape: tuple[int, ...], y_dtype: Any
+) -> None:
+    if not x_shape or not y_shape:
         raise DataError("x and y must have at least one dimension (one entry per row)")
-    if x.dtype.kind not in "biuf":
-        raise DataError(f"x must be numeric (bool, integer or float), found dtype {x.dtype}")
-    if y.dtype.kind not in "biufU":
+    if x_dtype.kind not in "biuf":
+        raise DataError(f"x must be numeric (bool, integer or float), found dtype {x_dtype}")
+    if y_dtype.kind not in "biufU":
         raise DataError(
-            f"y must be numeric (bool, integer or float) or unicode strings, found dtype {y.dtype}"
+            f"y must be numeric (bool, integer or float) or unicode strings, found dtype {y_dtype}"
         )
-    if x.shape[0] != y.shape[0]:
-        raise DataError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
-    if x.shape[0] == 0:
+    if x_shape[0] != y_shape[0]:
+        raise DataError(f"x has {x_shape[0]} rows but y has {y_shape[0]}")
+    if x_shape[0] == 0:
         raise DataError("x and y have 0 rows")
-    if x[0].size == 0:
-        raise DataError(f"x has no values per row (shape {list(x.shape)})")
+    if math.prod(x_shape[1:]) == 0:
+        raise DataError(f"x has no values per row (shape {list(x_shape)})")
 
 
 def _count_nonfinite(array: np.ndarray) -> int:

@@ -164,3 +164,87 @@ def test_columns_too_diverse_to_train_on_are_refused_by_name(
     with pytest.raises(SpecError, match=r"target 'user' has about .* too many classes"):
         describe(spec(target="user", features=["x"]), info)
     assert describe(spec(target="y", features=["x"]), info).shape.example == (1,)
+
+
+# NPZ arrays: x read a block at a time ---------------------------------------------------
+
+
+def whole_npz_description(path: Path) -> dict:
+    """What uploads computed before: both arrays loaded whole."""
+    x, y = data.read_arrays(path)
+    described = {
+        "x": list(x.shape),
+        "y": list(y.shape),
+        "x_dtype": str(x.dtype),
+        "y_dtype": str(y.dtype),
+        "x_nonfinite": int(x.size - np.count_nonzero(np.isfinite(x))) if x.dtype.kind == "f" else 0,
+        "y_nonfinite": int(y.size - np.count_nonzero(np.isfinite(y))) if y.dtype.kind == "f" else 0,
+    }
+    if y.ndim == 1 and y.dtype.kind in "biuU":
+        described["num_classes"], described["class_counts"] = data.class_counts(y)
+    if x.ndim in (3, 4):
+        described.update(data.image_geometry(x.shape) or {})
+    return described
+
+
+def with_gaps(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, 37, replace=False)] = np.nan
+    flat[rng.choice(flat.size, 5, replace=False)] = np.inf
+    return x
+
+
+@pytest.mark.parametrize(
+    "case", ["float64", "fortran", "big-endian float32", "int", "bool", "images", "compressed"]
+)
+def test_npz_described_a_block_at_a_time_as_when_read_whole(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(data, "NPZ_BLOCK_BYTES", 1000)  # many blocks, not a whole number of rows
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 600)
+    x: np.ndarray = {
+        "float64": lambda: with_gaps(rng.normal(size=(600, 7)), rng),
+        "fortran": lambda: np.asfortranarray(with_gaps(rng.normal(size=(600, 7)), rng)),
+        "big-endian float32": lambda: with_gaps(rng.normal(size=(600, 5)).astype(">f4"), rng),
+        "int": lambda: rng.integers(-9, 9, (600, 3)),
+        "bool": lambda: rng.random((600, 3)) > 0.5,
+        "images": lambda: rng.integers(0, 256, (600, 1, 8, 8), dtype=np.uint8),
+        "compressed": lambda: with_gaps(rng.normal(size=(600, 7)), rng),
+    }[case]()
+    path = tmp_path / "arrays.npz"
+    (np.savez_compressed if case == "compressed" else np.savez)(path, x=x, y=y)
+    info = inspect_dataset(path, "npz")
+    assert info.num_rows == 600
+    assert info.shape == whole_npz_description(path)
+    if x.dtype.kind == "f":
+        assert info.shape["x_nonfinite"] == 42
+
+
+def test_npz_description_holds_one_block_of_x_at_a_time(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "large.npz"
+    np.savez(path, x=np.ones((40_000, 128)), y=np.zeros(40_000))  # x: 41 MB
+    tracemalloc.start()
+    try:
+        info = inspect_dataset(path, "npz")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.shape is not None and info.shape["x"] == [40_000, 128]
+    assert peak < 4 * data.NPZ_BLOCK_BYTES, peak  # read whole, it was 41 MB and more
+
+
+def test_a_damaged_npz_member_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.npz"
+    np.savez(path, x=np.arange(20_000, dtype=np.float64).reshape(-1, 4), y=np.zeros(5_000))
+    body = bytearray(path.read_bytes())
+    start = body.index(b"\x93NUMPY", body.index(b"x.npy"))
+    body[start + 200 : start + 208] = b"\xff" * 8  # a value changed inside x: its CRC fails
+    path.write_bytes(bytes(body))
+    with pytest.raises(data.DataError, match="array 'x' could not be read"):
+        inspect_dataset(path, "npz")
+    path.write_bytes(bytes(body[: start + 1000]))  # cut off inside x
+    with pytest.raises(data.DataError, match="NPZ"):
+        inspect_dataset(path, "npz")
