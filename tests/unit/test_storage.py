@@ -96,10 +96,31 @@ def test_s3_large_files_go_up_in_parts(s3_env: S3Server, tmp_path: Path) -> None
     store.multipart_bytes = 5 << 20  # S3's smallest part
     body = os.urandom(12 << 20)
     store.put_file("datasets/big.npz", _file(tmp_path / "in", "big.npz", body))
-    head = s3_env.client().head_object(Bucket=s3_env.bucket, Key="unit/datasets/big.npz")
+    head = s3_env.client().head_object(
+        Bucket=s3_env.bucket, Key="unit/datasets/big.npz", ChecksumMode="ENABLED"
+    )
     assert head["ContentLength"] == len(body)
     assert head["ETag"].strip('"').endswith("-3")  # a multipart upload's ETag: 3 parts
+    assert "ChecksumCRC32" in head  # each part went with its CRC32, which the store checked
     assert store.local("datasets/big.npz", hashlib.sha256(body).hexdigest()).read_bytes() == body
+
+
+def test_checksums_can_be_turned_off_for_a_store_that_refuses_them(
+    s3_env: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _s3_store(s3_env, tmp_path, prefix="plain")
+    store.put_file("datasets/a.csv", _file(tmp_path / "in", "a.csv", b"a\n1\n"))
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    plain = _s3_store(s3_env, tmp_path, prefix="plain")
+    plain.put_file("datasets/b.csv", _file(tmp_path / "in", "b.csv", b"b\n2\n"))
+
+    def checksums(key: str) -> list[str]:
+        head = s3_env.client().head_object(Bucket=s3_env.bucket, Key=key, ChecksumMode="ENABLED")
+        return [name for name in head if name.startswith("Checksum") and name != "ChecksumType"]
+
+    assert checksums("plain/datasets/a.csv") == ["ChecksumCRC32"]
+    assert plain.get_bytes("datasets/b.csv") == b"b\n2\n"
+    assert checksums("plain/datasets/b.csv") == []
 
 
 def test_a_checkpoint_and_its_sidecar_are_stored_and_read_together(
