@@ -158,7 +158,7 @@ def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with _open_npz(path) as archive:
         x = _load_member(archive, "x")
         y = _load_member(archive, "y")
-    _check_arrays(x, y)
+    _check_shapes(x.shape, x.dtype, y.shape, y.dtype)
     return x, y
 
 
@@ -639,19 +639,21 @@ def _npy_header(member: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any]]:
 def _scan_member(archive: np.lib.npyio.NpzFile, name: str) -> tuple[tuple[int, ...], Any, int]:
     """The shape, dtype and number of non-finite values of the array `name`, read a block at
     a time; refused as loading it would be (objects, a size too large, damaged data)."""
-    _check_member_size(archive, name)
     if archive.zip is not None:
         try:
-            return _scan_npy(archive.zip, f"{name}.npy")
+            return _scan_npy(archive.zip, name)
+        except DataError:
+            raise
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):
             pass  # not a plain .npy member, or a damaged one: loading it says which
     array = _load_member(archive, name)
     return array.shape, array.dtype, _count_nonfinite(array)
 
 
-def _scan_npy(archive: zipfile.ZipFile, member_name: str) -> tuple[tuple[int, ...], Any, int]:
-    with archive.open(member_name) as member:
+def _scan_npy(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], Any, int]:
+    with archive.open(f"{name}.npy") as member:
         shape, dtype = _npy_header(member)
+        _refuse_too_large(name, shape, dtype)
         if dtype.hasobject:
             raise ValueError("an array of Python objects")
         left = math.prod(shape) * dtype.itemsize
@@ -677,6 +679,10 @@ def _check_member_size(archive: np.lib.npyio.NpzFile, name: str) -> None:
             shape, dtype = _npy_header(member)
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):
         return  # not a plain .npy member: loading it will say what is wrong
+    _refuse_too_large(name, shape, dtype)
+
+
+def _refuse_too_large(name: str, shape: tuple[int, ...], dtype: Any) -> None:
     elements = math.prod(shape)
     if elements > MAX_CELLS or (shape and shape[0] > MAX_ROWS):
         raise DataError(
@@ -699,10 +705,6 @@ def _load_member(archive: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"array {name!r} could not be read: {exc}") from None
     return np.asarray(array)
-
-
-def _check_arrays(x: np.ndarray, y: np.ndarray) -> None:
-    _check_shapes(x.shape, x.dtype, y.shape, y.dtype)
 
 
 def _check_shapes(
