@@ -170,7 +170,8 @@ def _storable(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's data (or a directory's entries) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -208,7 +209,7 @@ def write_atomic(path: Path, body: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    _fsync_path(path.parent)
+    fsync_path(path.parent)
 
 
 def sidecar_path(path: Path) -> Path:
@@ -248,11 +249,11 @@ def save_checkpoint(
         save_file(storable, weights_tmp, metadata=header)
         # safetensors recreates the file as 0600; give it the umask's mode like the sidecar.
         shutil.copymode(json_tmp, weights_tmp)
-        _fsync_path(weights_tmp)
+        fsync_path(weights_tmp)
         digest = sha256_file(weights_tmp)
         os.replace(json_tmp, sidecar_path(path))
         os.replace(weights_tmp, path)
-    _fsync_path(path.parent)  # make both renames durable
+    fsync_path(path.parent)  # make both renames durable
     return digest
 
 

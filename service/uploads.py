@@ -128,8 +128,9 @@ class _Collector:
     def on_part_end(self) -> None:
         sink = self.parts[-1].sink
         if sink is not None:
-            sink.flush()
-            os.fsync(sink.fileno())
+            # Not fsynced here: a file the local store keeps is made durable there, while
+            # it is described; one that goes to S3, or is decoded into another, never
+            # needs to reach this disk.
             sink.close()
 
     def close_and_discard(self) -> None:
@@ -178,8 +179,8 @@ async def receive_upload(
         parser = MultipartParser(params[b"boundary"], collector.callbacks())  # type: ignore[arg-type]
         try:
             # Parsed, hashed and written in a worker thread a megabyte at a time: a disk
-            # that throttles writes (or the final fsync of a large file) never stalls the
-            # event loop, and with it every other request.
+            # that throttles writes never stalls the event loop, and with it every other
+            # request.
             pending = bytearray()
             async for chunk in request.stream():
                 pending += chunk

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from models.checkpoint import CorruptCheckpointError, sidecar_path
+from models.checkpoint import CorruptCheckpointError, fsync_path, sidecar_path
 from service.storage import (
     ArtifactCache,
     LocalStore,
@@ -260,3 +260,26 @@ def test_storing_keeps_the_file_only_when_the_block_succeeds(
         raise RuntimeError("the description refused it")
     assert not bad.exists()
     assert store.get_bytes("datasets/bad.csv") is None
+
+
+def test_the_local_store_puts_an_upload_on_disk_before_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The receiver leaves uploads in the page cache (one bound for S3 never needs the disk);
+    # the local store flushes what it keeps while the block runs, then makes the name durable.
+    store = LocalStore(tmp_path / "artifacts")
+    target = store.path("datasets/d.csv")
+    flushed: list[tuple[Path, bool]] = []
+
+    def recording(path: Path) -> None:
+        flushed.append((path, target.exists()))
+        fsync_path(path)
+
+    monkeypatch.setattr("service.storage.fsync_path", recording)
+    upload = _file(tmp_path / "in", "up.csv", b"a\n1\n")
+    with store.storing("datasets/d.csv", upload):
+        assert flushed == [(upload, False)] or not flushed  # flushing beside the block
+    assert (upload, False) in flushed
+    assert flushed[-1] == (target.parent, True)  # the rename, once it is done
+    assert all(not named for path, named in flushed if path != target.parent)
+    assert target.read_bytes() == b"a\n1\n"
