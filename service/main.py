@@ -49,8 +49,24 @@ Every error answer is JSON `{"detail": ...}` saying what is wrong.
 """
 
 
+def log_to_stderr() -> None:
+    """uvicorn configures only its own loggers, so Keiko's INFO lines (an upload's timing, a
+    study's progress) went nowhere and its warnings came out bare: they go to stderr, named
+    and leveled like uvicorn's, unless whoever runs the app configured logging itself."""
+    if logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    for name in ("service", "keiko"):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    log_to_stderr()
     warn_if_open(get_settings())
     get_rate_limiter()  # built before the first request, not by several at once
     hub = EventHub(get_settings())

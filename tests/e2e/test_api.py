@@ -22,6 +22,13 @@ def test_health_and_ready(stack: Stack) -> None:
     assert ready.json() == {"status": "ok", "database": "ok", "broker": "ok"}
 
 
+def test_the_api_logs_its_own_lines(stack: Stack) -> None:
+    # uvicorn configures only its loggers; Keiko's INFO lines reach the API's stderr too.
+    dataset_id = upload_frame(stack.http(), iris_frame())
+    line = rf"INFO: +service\.ingest: dataset {dataset_id}: \d+ bytes described in [\d.]+ s"
+    assert re.search(line, stack.log("api")), stack.log("api")[-2000:]
+
+
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])
 def test_docs_pages_need_no_internet(stack: Stack, page: str) -> None:
     html = stack.http().get(page)
