@@ -260,10 +260,10 @@ class DistinctCounter:
             return
         if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
             values = pc.unique(values)  # text: few distinct values, made Python strings once
-        hashes = np.sort(pd.util.hash_array(values.to_numpy(zero_copy_only=False)))
+        hashes = pd.util.hash_array(values.to_numpy(zero_copy_only=False))
         if not self.exact:  # only hashes below the largest kept can change what is kept
-            hashes = hashes[: np.searchsorted(hashes, self.kept[-1])]
-        hashes = _distinct_sorted(hashes)
+            hashes = hashes[hashes < self.kept[-1]]  # (before sorting: few are)
+        hashes = _distinct_sorted(np.sort(hashes))
         self._pending.append(hashes)
         self._pending_count += len(hashes)
         if self._pending_count >= self.cap // 8:
@@ -274,7 +274,7 @@ class DistinctCounter:
             return
         merged = np.concatenate([self.kept, *self._pending])
         self._pending, self._pending_count = [], 0
-        merged.sort()
+        merged.sort(kind="stable")  # runs already sorted: Timsort merges them in linear time
         merged = _distinct_sorted(merged)
         if len(merged) > self.cap:
             merged, self.exact = merged[: self.cap], False
