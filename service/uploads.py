@@ -4,8 +4,7 @@ request is refused with 413 the moment the files together pass the size limit.""
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -106,9 +105,11 @@ class _Collector:
             raise BadRequest(f"the '{FILE_FIELD}' field must be a file upload")
         if len(self.files) >= self.max_files:
             raise BadRequest(f"send at most {self.max_files} '{FILE_FIELD}' parts")
-        fd, name = tempfile.mkstemp(dir=self.folder, prefix="upload-", suffix=".part")
-        part.sink = os.fdopen(fd, "wb")
-        part.file = UploadedFile(Path(name), filename.decode("utf-8", "replace"), 0)
+        # Not mkstemp: its 0600 would follow a table into the local store and hide it from
+        # a worker running as another user; this file gets the umask's mode, as others do.
+        path = self.folder / f"upload-{secrets.token_hex(8)}.part"
+        part.sink = path.open("xb")
+        part.file = UploadedFile(path, filename.decode("utf-8", "replace"), 0)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]

@@ -4,6 +4,7 @@ with a reason."""
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pandas as pd
@@ -137,6 +138,15 @@ def test_deleting_a_dataset_removes_its_file(stack: Stack) -> None:
     assert len(files) == 1
     assert stack.http().delete(f"/datasets/{dataset_id}").status_code == 204
     assert not files[0].exists()
+
+
+def test_a_stored_upload_gets_the_umasks_mode(stack: Stack) -> None:
+    # Not 0600: a worker running as another user (same group) must be able to read it.
+    dataset_id = upload_frame(stack.http(), iris_frame())
+    (stored,) = (stack.data_dir / "artifacts" / "datasets").glob(f"{dataset_id}.*")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stored.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_deleting_a_model_removes_its_files(stack: Stack) -> None:
