@@ -42,7 +42,7 @@ import pyarrow.csv as pa_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.stack import Stack, free_port, started_deployment
+from tests.stack import Stack, free_port, object_store_stack, postgres_redis_stack
 
 COLUMNS = 21  # as the 480 MB file of the issue: 2.5 million rows, 21 columns
 BACKENDS = ("local", "s3", "s3rver")  # s3: moto's server
@@ -193,16 +193,18 @@ def s3rver(folder: Path) -> Iterator[dict[str, str]]:
 
 @contextmanager
 def deployment(backend: str, folder: Path) -> Iterator[Stack]:
+    # No worker: an upload needs none, and one starting (importing torch) would take a core
+    # from whichever upload it overlapped.
     limit = {"KEIKO_MAX_UPLOAD_BYTES": str(4 << 30)}
     if backend == "s3rver":
         with (
             s3rver(folder / "s3rver") as store,
-            started_deployment("postgres_redis", folder, **limit, **store) as stack,
+            postgres_redis_stack(backend, folder, worker=False, **limit, **store) as stack,
         ):
             yield stack
         return
-    kind = "object_store" if backend == "s3" else "postgres_redis"
-    with started_deployment(kind, folder, **limit) as stack:
+    stack_of = object_store_stack if backend == "s3" else postgres_redis_stack
+    with stack_of(backend, folder, worker=False, **limit) as stack:
         yield stack
 
 
