@@ -147,10 +147,13 @@ class LocalStore(ArtifactStore):
     @contextmanager
     def writing(self, key: str, *, sidecar: bool = False) -> Iterator[Path]:
         # The writers (safetensors + sidecar, NPZ) are atomic or are recorded in SQL only
-        # once whole; they write in place.
+        # once whole; they write in place. What they wrote is on disk before it is recorded
+        # (checkpoints flush themselves; then this finds nothing left to write).
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         yield target
+        fsync_path(target)
+        fsync_path(target.parent)
 
     def put_file(self, key: str, source: Path) -> None:
         target = self.path(key)
