@@ -185,6 +185,7 @@ def s3rver(folder: Path) -> Iterator[dict[str, str]]:
             "AWS_ACCESS_KEY_ID": "S3RVER",  # its default credentials
             "AWS_SECRET_ACCESS_KEY": "S3RVER",
             "AWS_DEFAULT_REGION": "us-east-1",
+            "pid": str(server.pid),
         }
     finally:
         server.terminate()
@@ -192,25 +193,41 @@ def s3rver(folder: Path) -> Iterator[dict[str, str]]:
 
 
 @contextmanager
-def deployment(backend: str, folder: Path) -> Iterator[Stack]:
-    # No worker: an upload needs none, and one starting (importing torch) would take a core
-    # from whichever upload it overlapped.
+def deployment(backend: str, folder: Path) -> Iterator[tuple[Stack, int | None]]:
+    """The API (no worker: an upload needs none, and one starting, importing torch, would
+    take a core from whichever upload it overlapped) and the store's process id."""
     limit = {"KEIKO_MAX_UPLOAD_BYTES": str(4 << 30)}
     if backend == "s3rver":
-        with (
-            s3rver(folder / "s3rver") as store,
-            postgres_redis_stack(backend, folder, worker=False, **limit, **store) as stack,
-        ):
-            yield stack
+        with s3rver(folder / "s3rver") as store:
+            pid = int(store.pop("pid"))
+            with postgres_redis_stack(backend, folder, worker=False, **limit, **store) as stack:
+                yield stack, pid
         return
-    stack_of = object_store_stack if backend == "s3" else postgres_redis_stack
-    with stack_of(backend, folder, worker=False, **limit) as stack:
-        yield stack
+    if backend == "s3":
+        with object_store_stack(backend, folder, worker=False, **limit) as stack:
+            assert stack.s3 is not None
+            yield stack, stack.s3.process.pid
+        return
+    with postgres_redis_stack(backend, folder, worker=False, **limit) as stack:
+        yield stack, None
 
 
-def run(backend: str, csv: Path, folder: Path) -> dict[str, float]:
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process `pid` (and those it starts later) on `cpus`."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), cpus)
+
+
+def run(backend: str, csv: Path, folder: Path, pinned: bool) -> dict[str, float]:
     size = csv.stat().st_size
-    with deployment(backend, folder) as stack:
+    with deployment(backend, folder) as (stack, store_pid):
+        if pinned:
+            # The API on one core, the store and this client on the other: as if the store
+            # ran on a machine of its own, and the API had the same one core either way.
+            pin(stack.processes["api"].pid, {0})
+            for other in (os.getpid(), store_pid):
+                if other is not None:
+                    pin(other, {1})
         time.sleep(2)  # the API settles (its start-up heap freeze, first requests)
         # What the last upload (or the CSV's writing) left to the disk is written now, not
         # during this upload: it would slow whichever backend came next.
@@ -231,12 +248,17 @@ def run(backend: str, csv: Path, folder: Path) -> dict[str, float]:
         api_cpu = cpu_seconds(api) - cpu_before  # the API's own work, whatever the store's
         assert answer.status_code == 201, answer.text
         described = answer.json()
-        # The API's own account: seconds describing the file, and until it was stored.
-        timed = re.search(r"described in ([\d.]+) s, stored in ([\d.]+) s", stack.log("api"))
+        # The API's own account: seconds receiving the body, describing the file, and until
+        # it was stored.
+        timed = re.search(
+            r"received in ([\d.]+) s, described in ([\d.]+) s, stored in ([\d.]+) s",
+            stack.log("api"),
+        )
         assert timed is not None, "the API logged no timing for the upload"
         return {
-            "described_s": float(timed[1]),
-            "stored_s": float(timed[2]),
+            "received_s": float(timed[1]),
+            "described_s": float(timed[2]),
+            "stored_s": float(timed[3]),
             "api_cpu_s": api_cpu,
             "seconds": seconds,
             "mb_per_s": size / seconds / 1e6,
@@ -258,7 +280,13 @@ def main() -> None:
         "--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS),
         help="local: the folder; s3: moto's S3 server; s3rver: s3rver",
     )  # fmt: skip
+    parser.add_argument(
+        "--pin", action="store_true",
+        help="the API on CPU 0, the store and the client on CPU 1 (two cores or more)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("--pin needs two CPUs")
     with tempfile.TemporaryDirectory(dir=os.environ.get("KEIKO_BENCH_TMP")) as tmp:
         csv = Path(tmp) / "big.csv"
         started = time.perf_counter()
@@ -272,22 +300,25 @@ def main() -> None:
         results: dict[str, list[dict[str, float]]] = {b: [] for b in args.backends}
         for round_ in range(args.rounds):
             for backend in results:
-                found = run(backend, csv, Path(tmp) / f"{backend}-{round_}")
+                found = run(backend, csv, Path(tmp) / f"{backend}-{round_}", args.pin)
                 assert found["rows"] == rows
                 results[backend].append(found)
         print(
             "\n(receive: until the body was on the API's disk; then the description, beside "
-            "which the file is stored, and the storing's end; API CPU: the CPU seconds the "
-            "API process spent, whatever the store's)"
+            "which the file is stored, and the storing's end; other: the rest of the request "
+            "(SQL, the answer); API CPU: the CPU seconds the API process spent, whatever the "
+            "store's)"
         )
         print(
-            "\nbackend    seconds  receive describe  stored  API CPU   MB/s   API RSS before"
-            "   growth   /health p50   max   calls"
+            "\nbackend    seconds  receive describe  stored   other  API CPU   MB/s"
+            "   API RSS before   growth   /health p50   max   calls"
         )
         for backend, runs in results.items():
             for r in runs:
-                print(f"  {backend:<7} {r['seconds']:8.1f} {r['seconds'] - r['stored_s']:8.1f} "
-                      f"{r['described_s']:8.1f} {r['stored_s']:7.1f} {r['api_cpu_s']:8.1f} "
+                other = r["seconds"] - r["received_s"] - r["stored_s"]
+                print(f"  {backend:<7} {r['seconds']:8.1f} {r['received_s']:8.1f} "
+                      f"{r['described_s']:8.1f} {r['stored_s']:7.1f} {other:7.1f} "
+                      f"{r['api_cpu_s']:8.1f} "
                       f"{r['mb_per_s']:6.1f} "
                       f"{r['rss_before_mb']:12.0f} MB {r['rss_growth_mb']:7.1f} MB "
                       f"{r['health_p50_ms']:8.1f} ms {r['health_max_ms']:6.1f} ms "

@@ -61,8 +61,8 @@ def ingest(
             info = inspect_dataset(first.path, fmt)
             described = time.perf_counter() - started
         log.info(
-            "dataset %s: %d bytes described in %.1f s, stored in %.1f s",
-            dataset_id, upload.size, described, time.perf_counter() - started,
+            "dataset %s: %d bytes received in %.1f s, described in %.1f s, stored in %.1f s",
+            dataset_id, upload.size, upload.seconds, described, time.perf_counter() - started,
         )  # fmt: skip
         return Ingested(fmt, info, key, upload.sha256)
     return _ingest_images(upload, store, dataset_id, limits)

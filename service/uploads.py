@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -32,6 +33,7 @@ class Upload:
     files: list[UploadedFile]
     fields: dict[str, str]
     sha256: str  # of every file's bytes, in the order sent
+    seconds: float = 0.0  # from the request's start to its last byte on disk
 
     @property
     def size(self) -> int:
@@ -175,6 +177,7 @@ async def receive_upload(
     if declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
         raise PayloadTooLarge(f"upload is {int(declared)} bytes; the limit is {max_bytes} bytes")
 
+    started = time.perf_counter()
     collector = _Collector(folder, max_bytes, max_files)
     try:
         parser = MultipartParser(params[b"boundary"], collector.callbacks())  # type: ignore[arg-type]
@@ -199,4 +202,5 @@ async def receive_upload(
     except BaseException:
         collector.close_and_discard()
         raise
-    return Upload(collector.files, fields, collector.digest.hexdigest())
+    seconds = time.perf_counter() - started
+    return Upload(collector.files, fields, collector.digest.hexdigest(), seconds)

@@ -25,7 +25,10 @@ def test_health_and_ready(stack: Stack) -> None:
 def test_the_api_logs_its_own_lines(stack: Stack) -> None:
     # uvicorn configures only its loggers; Keiko's INFO lines reach the API's stderr too.
     dataset_id = upload_frame(stack.http(), iris_frame())
-    line = rf"INFO: +service\.ingest: dataset {dataset_id}: \d+ bytes described in [\d.]+ s"
+    line = (
+        rf"INFO: +service\.ingest: dataset {dataset_id}: \d+ bytes received in [\d.]+ s, "
+        r"described in [\d.]+ s, stored in [\d.]+ s"
+    )
     assert re.search(line, stack.log("api")), stack.log("api")[-2000:]
 
 
