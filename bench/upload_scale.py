@@ -315,7 +315,8 @@ def main() -> None:
         )
         for backend, runs in results.items():
             for r in runs:
-                other = r["seconds"] - r["received_s"] - r["stored_s"]
+                # The API logs tenths of seconds: a rest under 0.05 s may come out negative.
+                other = max(0.0, r["seconds"] - r["received_s"] - r["stored_s"])
                 print(f"  {backend:<7} {r['seconds']:8.1f} {r['received_s']:8.1f} "
                       f"{r['described_s']:8.1f} {r['stored_s']:7.1f} {other:7.1f} "
                       f"{r['api_cpu_s']:8.1f} "
