@@ -114,7 +114,7 @@ class _Collector:
         part.file = UploadedFile(path, filename.decode("utf-8", "replace"), 0)
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        chunk = data[start:end]
+        chunk = memoryview(data)[start:end]  # hashed and written without a copy
         part = self.parts[-1]
         if part.file is not None and part.sink is not None:
             self.size += len(chunk)
@@ -157,8 +157,13 @@ class _Collector:
 WRITE_BYTES = 1 << 20
 
 
-def _finish(parser: MultipartParser, rest: bytes) -> None:
-    parser.write(rest)
+def _write(parser: MultipartParser, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        parser.write(chunk)
+
+
+def _finish(parser: MultipartParser, rest: list[bytes]) -> None:
+    _write(parser, rest)
     parser.finalize()
 
 
@@ -185,13 +190,17 @@ async def receive_upload(
             # Parsed, hashed and written in a worker thread a megabyte at a time: a disk
             # that throttles writes never stalls the event loop, and with it every other
             # request.
-            pending = bytearray()
+            # The chunks are handed over as received, not joined: the event loop copies
+            # nothing.
+            pending: list[bytes] = []
+            buffered = 0
             async for chunk in request.stream():
-                pending += chunk
-                if len(pending) >= WRITE_BYTES:
-                    await run_in_threadpool(parser.write, bytes(pending))
-                    pending.clear()
-            await run_in_threadpool(_finish, parser, bytes(pending))
+                pending.append(chunk)
+                buffered += len(chunk)
+                if buffered >= WRITE_BYTES:
+                    await run_in_threadpool(_write, parser, pending)
+                    pending, buffered = [], 0
+            await run_in_threadpool(_finish, parser, pending)
         except (BadRequest, PayloadTooLarge):
             raise
         except Exception as exc:
