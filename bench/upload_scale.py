@@ -153,9 +153,9 @@ S3RVER = Path(__file__).resolve().parent / "s3rver"
 
 
 @contextmanager
-def s3rver(folder: Path) -> Iterator[dict[str, str]]:
+def s3rver(folder: Path) -> Iterator[tuple[dict[str, str], int]]:
     """s3rver on a free loopback port, its objects under `folder`, one bucket; yields the
-    settings and boto3 environment that point Keiko at it."""
+    settings and boto3 environment that point Keiko at it, and the server's process id."""
     binary = S3RVER / "node_modules" / ".bin" / "s3rver"
     if not binary.exists():
         npm = shutil.which("npm")
@@ -179,14 +179,14 @@ def s3rver(folder: Path) -> Iterator[dict[str, str]]:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("s3rver did not start") from None
                 time.sleep(0.1)
-        yield {
+        env = {
             "KEIKO_ARTIFACT_URL": "s3://keiko-bench/keiko",
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
             "AWS_ACCESS_KEY_ID": "S3RVER",  # its default credentials
             "AWS_SECRET_ACCESS_KEY": "S3RVER",
             "AWS_DEFAULT_REGION": "us-east-1",
-            "pid": str(server.pid),
         }
+        yield env, server.pid
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -198,10 +198,11 @@ def deployment(backend: str, folder: Path) -> Iterator[tuple[Stack, int | None]]
     take a core from whichever upload it overlapped) and the store's process id."""
     limit = {"KEIKO_MAX_UPLOAD_BYTES": str(4 << 30)}
     if backend == "s3rver":
-        with s3rver(folder / "s3rver") as store:
-            pid = int(store.pop("pid"))
-            with postgres_redis_stack(backend, folder, worker=False, **limit, **store) as stack:
-                yield stack, pid
+        with (
+            s3rver(folder / "s3rver") as (store, pid),
+            postgres_redis_stack(backend, folder, worker=False, **limit, **store) as stack,
+        ):
+            yield stack, pid
         return
     if backend == "s3":
         with object_store_stack(backend, folder, worker=False, **limit) as stack:

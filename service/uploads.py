@@ -33,7 +33,7 @@ class Upload:
     files: list[UploadedFile]
     fields: dict[str, str]
     sha256: str  # of every file's bytes, in the order sent
-    seconds: float = 0.0  # from the request's start to its last byte on disk
+    seconds: float  # from the request's start to its last byte on disk
 
     @property
     def size(self) -> int:

@@ -54,7 +54,14 @@ def _receive(headers: httpx.Headers, body: bytes, size: int, folder: Path, limit
     return asyncio.run(receive_upload(Request(scope, receive), max_bytes=limit, folder=folder))
 
 
-@pytest.mark.parametrize("size", [1, 7, 4096, 65_536, 3 << 20])
+@pytest.fixture(autouse=True)
+def small_handovers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chunks go to the parsing thread every 1000 bytes, not every megabyte: a body of tens
+    # of kilobytes is handed over many times, as a large upload is.
+    monkeypatch.setattr("service.uploads.WRITE_BYTES", 1000)
+
+
+@pytest.mark.parametrize("size", [1, 7, 999, 4096, 65_536, 3 << 20])
 def test_every_chunking_gives_the_file_and_fields(tmp_path: Path, size: int) -> None:
     content = _content()
     headers, body = _encoded(content)
