@@ -15,6 +15,7 @@ from fastapi_offline import FastAPIOffline
 
 from models.metrics import json_safe
 from service.auth import warn_if_open
+from service.background import stop
 from service.bodylimit import BodyLimit
 from service.dispatch import sweep_forever
 from service.errors import KeikoError, ServiceUnavailable
@@ -86,11 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(background)
 
 
 def create_app() -> FastAPI:

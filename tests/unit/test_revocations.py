@@ -9,9 +9,10 @@ import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
+from service.background import stop
 from service.revocations import Revocations
 from tests.services import temporary_redis_prefix
 
@@ -42,23 +43,24 @@ def test_a_revocation_in_another_process_is_seen_at_once(tmp_path: Path) -> None
 
 
 @contextmanager
-def listening(revocations: Revocations) -> Iterator[threading.Thread]:
-    """`revocations.listen()` in an event loop of its own, as an API process runs it."""
+def listening(revocations: Revocations) -> Iterator[None]:
+    """`revocations.listen()` in an event loop of its own, as an API process runs it, and
+    stopped as the API process stops it."""
     loop = asyncio.new_event_loop()
-    task = loop.create_task(revocations.listen())
-
-    def run() -> None:
-        with suppress(asyncio.CancelledError):
-            loop.run_until_complete(task)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    task = asyncio.run_coroutine_threadsafe(_start(revocations), loop).result(10)
+    try:
+        yield
+    finally:
+        asyncio.run_coroutine_threadsafe(stop([task]), loop).result(15)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
         loop.close()
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield thread
-    finally:
-        loop.call_soon_threadsafe(task.cancel)
-        thread.join(10)
+
+async def _start(revocations: Revocations) -> asyncio.Task[None]:
+    return asyncio.create_task(revocations.listen())
 
 
 def wait_until(condition, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
