@@ -249,5 +249,8 @@ async def stream(hub: EventHub, job_id: str, after: int) -> AsyncIterator[dict[s
                     "event": "progress",
                     "data": json.dumps(read.progress),
                 }
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
+            # (the client went away) that lands as the wake-up does.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=hub.poll_seconds * 10)
+                async with asyncio.timeout(hub.poll_seconds * 10):
+                    await wake.wait()
