@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import platform
 import re
 import shutil
 import socket
@@ -42,6 +41,7 @@ import pyarrow.csv as pa_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import machine
 from tests.stack import Stack, free_port, object_store_stack, postgres_redis_stack
 
 COLUMNS = 21  # as the 480 MB file of the issue: 2.5 million rows, 21 columns
@@ -88,11 +88,17 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def cpu_seconds(pid: int) -> float:
-    """The process's user + system CPU time so far."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """The process's user and system CPU seconds so far."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time so far."""
+    return sum(cpu_times(pid))
 
 
 def probe_health(base_url: str, ready: Any, stop: Any, out: Any) -> None:
@@ -113,11 +119,12 @@ def probe_health(base_url: str, ready: Any, stop: Any, out: Any) -> None:
 
 @dataclass
 class Watch:
-    """Samples the API's memory every 50 ms (a thread) and times /health every 100 ms (a
-    process of its own)."""
+    """Samples the API's memory and CPU times every 50 ms (a thread) and times /health
+    every 100 ms (a process of its own)."""
 
     stack: Stack
     rss: list[int] = field(default_factory=list)
+    cpu: list[tuple[float, float, float]] = field(default_factory=list)  # when, user, system
     health_ms: list[float] = field(default_factory=list)
     failures: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -146,7 +153,15 @@ class Watch:
     def _memory(self, pid: int) -> None:
         while not self._stop.is_set():
             self.rss.append(rss_bytes(pid))
+            self.cpu.append((time.perf_counter(), *cpu_times(pid)))
             time.sleep(0.05)
+
+    def cpu_between(self, start: float, end: float) -> tuple[float, float]:
+        """The API's user and system CPU seconds from the last sample at or before `start`
+        to the first at or after `end` (50 ms more at most on each side)."""
+        first = max((s for s in self.cpu if s[0] <= start), key=lambda s: s[0])
+        last = min((s for s in self.cpu if s[0] >= end), key=lambda s: s[0])
+        return last[1] - first[1], last[2] - first[2]
 
 
 S3RVER = Path(__file__).resolve().parent / "s3rver"
@@ -256,7 +271,12 @@ def run(backend: str, csv: Path, folder: Path, pinned: bool) -> dict[str, float]
             stack.log("api"),
         )
         assert timed is not None, "the API logged no timing for the upload"
+        # Where a slow receive goes: the API's own CPU (user: parsing, hashing; system: the
+        # kernel taking the bytes in and into the page cache) while it received.
+        receive_user, receive_system = watch.cpu_between(started, started + float(timed[1]))
         return {
+            "receive_user_s": receive_user,
+            "receive_system_s": receive_system,
             "received_s": float(timed[1]),
             "described_s": float(timed[2]),
             "stored_s": float(timed[3]),
@@ -293,7 +313,7 @@ def main() -> None:
         started = time.perf_counter()
         rows = make_csv(csv, int(args.gigabytes * 1e9))
         size = csv.stat().st_size
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.processor()}")
+        print(f"machine: {machine.describe()}")
         print(f"CSV: {size / 1e9:.2f} GB, {rows:,} rows x {COLUMNS} columns "
               f"(written in {time.perf_counter() - started:.0f} s)")  # fmt: skip
         # In rounds, the two in turn, so that a slower minute of this shared machine (its
@@ -308,10 +328,10 @@ def main() -> None:
             "\n(receive: until the body was on the API's disk; then the description, beside "
             "which the file is stored, and the storing's end; other: the rest of the request "
             "(SQL, the answer); API CPU: the CPU seconds the API process spent, whatever the "
-            "store's)"
+            "store's; user+sys: the API's CPU seconds while it received)"
         )
         print(
-            "\nbackend    seconds  receive describe  stored   other  API CPU   MB/s"
+            "\nbackend    seconds  receive (user+sys) describe  stored   other  API CPU   MB/s"
             "   API RSS before   growth   /health p50   max   calls"
         )
         for backend, runs in results.items():
@@ -319,6 +339,7 @@ def main() -> None:
                 # The API logs tenths of seconds: a rest under 0.05 s may come out negative.
                 other = max(0.0, r["seconds"] - r["received_s"] - r["stored_s"])
                 print(f"  {backend:<7} {r['seconds']:8.1f} {r['received_s']:8.1f} "
+                      f"({r['receive_user_s']:.1f}+{r['receive_system_s']:.1f}) "
                       f"{r['described_s']:8.1f} {r['stored_s']:7.1f} {other:7.1f} "
                       f"{r['api_cpu_s']:8.1f} "
                       f"{r['mb_per_s']:6.1f} "
