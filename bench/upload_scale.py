@@ -11,12 +11,17 @@ Redis, in one script, so the S3 throughput is compared with the local one on the
 machine in the same minutes.
 
     .venv/bin/python bench/upload_scale.py [--gigabytes 1.0] [--rounds 2]
-        [--backends local s3 s3rver]
+        [--backends local s3 s3rver] [--pin] [--warm 2.0]
+
+Before each upload the script touches and frees twice the CSV's size of memory
+(`--warm`), so that on a VM handing free memory back to its host every backend's upload
+lands on memory still backed, whatever the previous deployment freed (`touch_and_free`).
 """
 
 from __future__ import annotations
 
 import argparse
+import mmap
 import multiprocessing
 import os
 import re
@@ -234,7 +239,22 @@ def pin(pid: int, cpus: set[int]) -> None:
         os.sched_setaffinity(int(task), cpus)
 
 
-def run(backend: str, csv: Path, folder: Path, pinned: bool) -> dict[str, float]:
+def touch_and_free(size: int) -> None:
+    """Touch `size` bytes of fresh memory, then free them.
+
+    On a VM that hands free memory back to its host (Firecracker, cloud VMs with free page
+    reporting), the first touch of a page the host took back costs a fault in the host. An
+    upload's page cache lands on whatever was freed last: after a deployment that freed
+    gigabytes (moto's process, holding the last object) it lands on pages still backed,
+    after one that freed little on pages the host took back, and the kernel's copy into
+    them took several times longer (BENCHMARKS.md). Freed just before each upload, the
+    same amount of backed memory waits for every backend."""
+    with mmap.mmap(-1, size) as block:
+        for offset in range(0, size, mmap.PAGESIZE):
+            block[offset] = 1
+
+
+def run(backend: str, csv: Path, folder: Path, pinned: bool, warm_bytes: int) -> dict[str, float]:
     size = csv.stat().st_size
     with deployment(backend, folder) as (stack, store_pid):
         if pinned:
@@ -253,6 +273,7 @@ def run(backend: str, csv: Path, folder: Path, pinned: bool) -> dict[str, float]
         before = rss_bytes(api)
         cpu_before = cpu_seconds(api)
         with Watch(stack) as watch, csv.open("rb") as body:
+            touch_and_free(warm_bytes)
             started = time.perf_counter()
             answer = httpx.post(
                 f"{stack.base_url}/datasets",
@@ -305,6 +326,10 @@ def main() -> None:
         "--pin", action="store_true",
         help="the API on CPU 0, the store and the client on CPU 1 (two cores or more)",
     )  # fmt: skip
+    parser.add_argument(
+        "--warm", type=float, default=2.0, metavar="TIMES",
+        help="before each upload, touch and free TIMES the CSV's size of memory (0: not)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.pin and len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("--pin needs two CPUs")
@@ -321,7 +346,8 @@ def main() -> None:
         results: dict[str, list[dict[str, float]]] = {b: [] for b in args.backends}
         for round_ in range(args.rounds):
             for backend in results:
-                found = run(backend, csv, Path(tmp) / f"{backend}-{round_}", args.pin)
+                folder = Path(tmp) / f"{backend}-{round_}"
+                found = run(backend, csv, folder, args.pin, int(args.warm * size))
                 assert found["rows"] == rows
                 results[backend].append(found)
         print(
