@@ -15,7 +15,8 @@ machine in the same minutes.
 
 Before each upload the script touches and frees twice the CSV's size of memory
 (`--warm`), so that on a VM handing free memory back to its host every backend's upload
-lands on memory still backed, whatever the previous deployment freed (`touch_and_free`).
+lands on recently touched memory, whatever the previous deployment freed
+(`touch_and_free`).
 """
 
 from __future__ import annotations
@@ -243,12 +244,12 @@ def touch_and_free(size: int) -> None:
     """Touch `size` bytes of fresh memory, then free them.
 
     On a VM that hands free memory back to its host (Firecracker, cloud VMs with free page
-    reporting), the first touch of a page the host took back costs a fault in the host. An
-    upload's page cache lands on whatever was freed last: after a deployment that freed
-    gigabytes (moto's process, holding the last object) it lands on pages still backed,
-    after one that freed little on pages the host took back, and the kernel's copy into
-    them took several times longer (BENCHMARKS.md). Freed just before each upload, the
-    same amount of backed memory waits for every backend."""
+    reporting), the first touch of a page the host took back is likely to cost a fault in
+    the host. An upload's page cache lands on what the kernel freed last, so what the
+    previous deployment freed (moto's process holds the last object; an API alone, little)
+    decided which uploads wrote onto such pages: the kernel's copy into the page cache then
+    took several times the CPU (BENCHMARKS.md). Freed just before each upload, the same
+    amount of recently touched memory waits for every backend."""
     with mmap.mmap(-1, size) as block:
         for offset in range(0, size, mmap.PAGESIZE):
             block[offset] = 1
